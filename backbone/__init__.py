@@ -1,1 +1,26 @@
-"""Eagle (RWKV-5) and Finch (RWKV-6) language-model backbone (installed as rwkv_mm.backbone)."""
+"""Eagle (RWKV-5) and Finch (RWKV-6) language-model backbone (installed as rwkv_mm.backbone).
+
+Public API:
+    RWKVConfig, RWKV, RWKVState          — the model and its recurrent state
+    load_model, save_model               — official BlinkDL .pth / .safetensors weights
+    param_groups, make_optimizer         — the paper's AdamW groups (App. H)
+    WorldTokenizer, load_tokenizer       — the RWKV World tokenizer
+    SamplingConfig, generate_text, ...   — sampling and recurrent generation
+"""
+
+from .checkpoint import (CheckpointError, UnsupportedVersionError, config_from_state_dict,
+                         detect_version, load_model, read_state_dict, save_model, state_dict_to_model)
+from .config import RWKVConfig
+from .generate import generate_text, generate_tokens, prefill
+from .model import RWKV
+from .optim import make_optimizer, param_groups
+from .sampling import SamplingConfig, sample_logits
+from .state import RWKVState
+from .tokenizer import WorldTokenizer, load_tokenizer
+
+__all__ = [
+    "RWKVConfig", "RWKV", "RWKVState", "load_model", "save_model", "read_state_dict",
+    "state_dict_to_model", "config_from_state_dict", "detect_version", "CheckpointError",
+    "UnsupportedVersionError", "param_groups", "make_optimizer", "WorldTokenizer", "load_tokenizer",
+    "SamplingConfig", "sample_logits", "generate_text", "generate_tokens", "prefill",
+]

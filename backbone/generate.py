@@ -1,0 +1,73 @@
+"""Text generation: one parallel prefill of the prompt, then O(1)-per-token recurrent decoding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from .model import RWKV
+from .sampling import RepetitionPenalty, SamplingConfig, sample_logits
+from .state import RWKVState
+
+
+@torch.inference_mode()
+def prefill(model: RWKV, tokens: list[int] | torch.Tensor, state: RWKVState | None = None,
+            chunk_len: int = 4096) -> tuple[torch.Tensor, RWKVState]:
+    """Feed a prompt through the model (chunked parallel form, head only at the last position).
+
+    Returns (logits of the last position [V] fp32, state). Long prompts go in pieces of
+    `chunk_len` tokens to bound activation memory; the result is identical.
+    """
+    ids = torch.as_tensor(tokens, dtype=torch.long, device=model.emb.weight.device).view(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("empty prompt: give at least one token")
+    logits = None
+    for start in range(0, ids.shape[1], chunk_len):
+        logits, state = model(ids[:, start:start + chunk_len], state, last_only=True)
+    return logits[0, -1].float(), state
+
+
+@torch.inference_mode()
+def generate_tokens(model: RWKV, prompt_tokens: list[int], max_tokens: int = 200,
+                    sampling: SamplingConfig | None = None, seed: int | None = None,
+                    stop_tokens: tuple[int, ...] = (0,),
+                    state: RWKVState | None = None) -> Iterator[int]:
+    """Yield up to `max_tokens` sampled token ids after the prompt; stops at any `stop_tokens`
+    (0 = end-of-text for the World tokenizer), which is not yielded."""
+    sampling = sampling or SamplingConfig()
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    penalty = RepetitionPenalty(sampling, model.config.vocab_size)
+    logits, state = prefill(model, prompt_tokens, state)
+    device = model.emb.weight.device
+    for _ in range(max_tokens):
+        token = int(sample_logits(penalty.apply(logits.cpu()), sampling, generator))
+        if token in stop_tokens:
+            return
+        penalty.update(token)
+        yield token
+        out, state = model(torch.tensor([[token]], device=device), state)
+        logits = out[0, -1].float()
+
+
+def generate_text(model: RWKV, tokenizer, prompt: str, max_tokens: int = 200,
+                  sampling: SamplingConfig | None = None, seed: int | None = None,
+                  on_text: Callable[[str], None] | None = None) -> str:
+    """Generate a continuation of `prompt`; `on_text` receives the text as it is produced
+    (whole UTF-8 characters only). Returns the whole continuation."""
+    from .tokenizer import StreamDecoder
+
+    decoder = StreamDecoder(tokenizer)
+    pieces = []
+    for token in generate_tokens(model, tokenizer.encode(prompt), max_tokens, sampling, seed):
+        text = decoder.push(token)
+        if text:
+            pieces.append(text)
+            if on_text:
+                on_text(text)
+    tail = decoder.flush()
+    if tail:
+        pieces.append(tail)
+        if on_text:
+            on_text(tail)
+    return "".join(pieces)

@@ -1,0 +1,122 @@
+"""Time mixing (the attention replacement) of Eagle (x052) and Finch (x060).
+
+Parameter names and shapes are the official checkpoints' (`blocks.i.att.*`), so a state dict of
+these modules is the official layout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rwkv_mm.kernels.wkv import wkv, wkv_step
+
+from .config import RWKVConfig
+
+
+def token_shift(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
+    """The previous token's vector at every position: [x_prev, x_0, ..., x_{T-2}].
+
+    x: [B, T, D]; x_prev: [B, D] (the last token of the previous call). Returns [B, T, D].
+    """
+    if x.shape[1] == 1:
+        return x_prev.unsqueeze(1)
+    return torch.cat((x_prev.unsqueeze(1), x[:, :-1]), dim=1)
+
+
+class _TimeMixBase(nn.Module):
+    """Projections, GroupNorm and the WKV call shared by Eagle and Finch."""
+
+    def __init__(self, config: RWKVConfig, layer_id: int) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_head = config.n_head
+        self.head_size = config.head_size
+        D = config.n_embd
+        self.receptance = nn.Linear(D, D, bias=False)
+        self.key = nn.Linear(D, D, bias=False)
+        self.value = nn.Linear(D, D, bias=False)
+        self.output = nn.Linear(D, D, bias=False)
+        self.gate = nn.Linear(D, D, bias=False) if config.gate else None
+        self.ln_x = nn.GroupNorm(config.n_head, D, eps=config.group_norm_eps)
+        self.time_faaaa = nn.Parameter(torch.empty(config.n_head, config.head_size))  # u: [H, N]
+
+    def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
+        """Returns (xr, xk, xv, xg, log_decay) for the architecture; log_decay [B, T, H, N] fp32."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor, wkv_state: torch.Tensor):
+        """x: normed input [B, T, D]; x_prev: [B, D]; wkv_state: [B, H, N, N] fp32.
+
+        Returns (output [B, T, D], new x_prev [B, D], new wkv_state [B, H, N, N]).
+        """
+        B, T, D = x.shape
+        H, N = self.n_head, self.head_size
+        xr, xk, xv, xg, log_w = self._mix_inputs(x, token_shift(x, x_prev))
+        r = self.receptance(xr).view(B, T, H, N)
+        k = self.key(xk).view(B, T, H, N)
+        v = self.value(xv).view(B, T, H, N)
+        if T == 1:
+            y, new_state = wkv_step(r[:, 0], k[:, 0], v[:, 0], log_w[:, 0], self.time_faaaa, wkv_state)
+        else:
+            y, new_state = wkv(r, k, v, log_w, self.time_faaaa, wkv_state)
+        y = self.ln_x(y.reshape(B * T, D)).view(B, T, D)
+        if self.gate is not None:
+            y = y * F.silu(self.gate(xg))
+        return self.output(y), x[:, -1], new_state
+
+
+class TimeMixEagle(_TimeMixBase):
+    """RWKV-5.2 (Eagle) time mix: lerp token shift, static per-channel decay w = exp(-exp(ω))."""
+
+    def __init__(self, config: RWKVConfig, layer_id: int) -> None:
+        super().__init__(config, layer_id)
+        D = config.n_embd
+        self.time_mix_k = nn.Parameter(torch.empty(1, 1, D))
+        self.time_mix_v = nn.Parameter(torch.empty(1, 1, D))
+        self.time_mix_r = nn.Parameter(torch.empty(1, 1, D))
+        self.time_mix_g = nn.Parameter(torch.empty(1, 1, D)) if config.gate else None
+        self.time_decay = nn.Parameter(torch.empty(config.n_head, config.head_size))  # ω: [H, N]
+
+    def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
+        # Eagle's lerp weights the *current* token: x·μ + x_prev·(1-μ).
+        delta = x - shifted
+        xk = shifted + delta * self.time_mix_k
+        xv = shifted + delta * self.time_mix_v
+        xr = shifted + delta * self.time_mix_r
+        xg = shifted + delta * self.time_mix_g if self.time_mix_g is not None else None
+        B, T, _ = x.shape
+        log_w = -torch.exp(self.time_decay.float())  # [H, N]
+        return xr, xk, xv, xg, log_w.expand(B, T, *log_w.shape)
+
+
+class TimeMixFinch(_TimeMixBase):
+    """RWKV-6 (Finch) time mix: ddlerp token shift (LoRA, 5 groups) and data-dependent decay."""
+
+    def __init__(self, config: RWKVConfig, layer_id: int) -> None:
+        super().__init__(config, layer_id)
+        D, R, Rd = config.n_embd, config.tm_lora_rank, config.decay_lora_rank
+        for name in ("x", "w", "k", "v", "r", "g"):
+            setattr(self, f"time_maa_{name}", nn.Parameter(torch.empty(1, 1, D)))
+        self.time_maa_w1 = nn.Parameter(torch.empty(D, 5 * R))
+        self.time_maa_w2 = nn.Parameter(torch.empty(5, R, D))
+        self.time_decay = nn.Parameter(torch.empty(1, 1, D))
+        self.time_decay_w1 = nn.Parameter(torch.empty(D, Rd))
+        self.time_decay_w2 = nn.Parameter(torch.empty(Rd, D))
+
+    def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
+        # Finch's maa weights the *previous* token: x + (x_prev - x)·μ.
+        B, T, D = x.shape
+        delta = shifted - x  # [B, T, D]
+        xxx = x + delta * self.time_maa_x
+        lora = torch.tanh(xxx @ self.time_maa_w1).view(B * T, 5, -1).transpose(0, 1)  # [5, BT, R]
+        mw, mk, mv, mr, mg = torch.bmm(lora, self.time_maa_w2).view(5, B, T, D).unbind(0)
+        xw = x + delta * (self.time_maa_w + mw)
+        xk = x + delta * (self.time_maa_k + mk)
+        xv = x + delta * (self.time_maa_v + mv)
+        xr = x + delta * (self.time_maa_r + mr)
+        xg = x + delta * (self.time_maa_g + mg)
+        ww = torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2  # [B, T, D]
+        log_w = -torch.exp((self.time_decay + ww).float())
+        return xr, xk, xv, xg, log_w.view(B, T, self.n_head, self.head_size)

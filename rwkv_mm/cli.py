@@ -1,0 +1,127 @@
+"""The `rwkv-mm` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _dtype(name: str):
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in table:
+        raise argparse.ArgumentTypeError(f"--dtype {name!r}: choose from {sorted(table)}")
+    return table[name]
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from rwkv_mm.backbone import SamplingConfig, generate_text, load_model, load_tokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint, dtype=args.dtype, device=args.device)
+    tokenizer = load_tokenizer(args.tokenizer)
+    cfg = model.config
+    print(f"# {args.checkpoint}: RWKV-{cfg.version} L={cfg.n_layer} D={cfg.n_embd} V={cfg.vocab_size}",
+          file=sys.stderr)
+    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                              presence_penalty=args.presence_penalty,
+                              frequency_penalty=args.frequency_penalty,
+                              penalty_decay=args.penalty_decay)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    start = time.perf_counter()
+    text = generate_text(model, tokenizer, args.prompt, args.max_tokens, sampling, args.seed,
+                         on_text=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+    elapsed = time.perf_counter() - start
+    n_new = len(tokenizer.encode(text))
+    print(f"\n# {n_new} tokens in {elapsed:.2f} s", file=sys.stderr)
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from rwkv_mm.backbone import RWKV, RWKVConfig, save_model
+
+    torch.manual_seed(args.seed)
+    config = RWKVConfig(version=args.version, n_layer=args.n_layer, n_embd=args.n_embd,
+                        vocab_size=args.vocab_size, head_size=args.head_size)
+    model = RWKV(config)
+    path = save_model(model, args.out)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"wrote {path}: RWKV-{config.version} L={config.n_layer} D={config.n_embd} "
+          f"V={config.vocab_size}, {n:,} parameters (randomly initialised, paper App. I)")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from rwkv_mm.backbone import load_model
+
+    model = load_model(args.checkpoint)
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{args.checkpoint}")
+    for key, value in cfg.to_dict().items():
+        print(f"  {key:18s} {value}")
+    print(f"  {'parameters':18s} {n:,}")
+    print(f"  {'state floats/seq':18s} {cfg.state_numel():,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `rwkv-mm` (all subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="rwkv-mm",
+        description="Multimodal Eagle (RWKV-5) and Finch (RWKV-6): backbone, front ends, recipes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate text from a checkpoint (prefill, then recurrent decoding)")
+    g.add_argument("--checkpoint", required=True, help="official RWKV-5/6 .pth or our .pth/.safetensors")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=0.85)
+    g.add_argument("--top-k", type=int, default=0, help="0 = off")
+    g.add_argument("--presence-penalty", type=float, default=0.0)
+    g.add_argument("--frequency-penalty", type=float, default=0.0)
+    g.add_argument("--penalty-decay", type=float, default=0.996)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--tokenizer", default="world", help="tokenizer name (default: world)")
+    g.add_argument("--dtype", type=_dtype, default="fp32", help="fp32 | bf16 | fp16")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    g.set_defaults(func=_cmd_generate)
+
+    i = sub.add_parser("init", help="write a randomly initialised model (paper App. I) in the official layout")
+    i.add_argument("--out", required=True, help="output .pth or .safetensors")
+    i.add_argument("--version", default="6", help="5 (Eagle) or 6 (Finch)")
+    i.add_argument("--n-layer", type=int, default=2)
+    i.add_argument("--n-embd", type=int, default=128)
+    i.add_argument("--vocab-size", type=int, default=65536)
+    i.add_argument("--head-size", type=int, default=64)
+    i.add_argument("--seed", type=int, default=0)
+    i.set_defaults(func=_cmd_init)
+
+    n = sub.add_parser("info", help="print the architecture inferred from a checkpoint")
+    n.add_argument("checkpoint")
+    n.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rwkv-mm` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"rwkv-mm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
