@@ -82,6 +82,9 @@ class RWKV(nn.Module):
         if tokens is not None:
             if tokens.dim() != 2:
                 raise ValueError(f"tokens: expected [B, T], got shape {tuple(tokens.shape)}")
+            if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < self.config.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}); got "
+                                 f"min {int(tokens.min())}, max {int(tokens.max())}")
             x = self.emb(tokens)
         else:
             if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.n_embd:

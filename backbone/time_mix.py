@@ -81,11 +81,11 @@ class TimeMixEagle(_TimeMixBase):
 
     def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
         # Eagle's lerp weights the *current* token: x·μ + x_prev·(1-μ).
-        delta = x - shifted
-        xk = shifted + delta * self.time_mix_k
-        xv = shifted + delta * self.time_mix_v
-        xr = shifted + delta * self.time_mix_r
-        xg = shifted + delta * self.time_mix_g if self.time_mix_g is not None else None
+        names = ("time_mix_k", "time_mix_v", "time_mix_r") + (("time_mix_g",) if self.gate is not None else ())
+        mu = torch.stack([getattr(self, n) for n in names]).view(len(names), 1, 1, -1)
+        mixed = torch.addcmul(shifted, x - shifted, mu).unbind(0)  # [B, T, D] each
+        xk, xv, xr = mixed[:3]
+        xg = mixed[3] if self.gate is not None else None
         B, T, _ = x.shape
         log_w = -torch.exp(self.time_decay.float())  # [H, N]
         return xr, xk, xv, xg, log_w.expand(B, T, *log_w.shape)
@@ -106,17 +106,15 @@ class TimeMixFinch(_TimeMixBase):
         self.time_decay_w2 = nn.Parameter(torch.empty(Rd, D))
 
     def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
-        # Finch's maa weights the *previous* token: x + (x_prev - x)·μ.
+        # Finch's maa weights the *previous* token: x + (x_prev - x)·(μ + LoRA(x)).
         B, T, D = x.shape
         delta = shifted - x  # [B, T, D]
-        xxx = x + delta * self.time_maa_x
+        xxx = torch.addcmul(x, delta, self.time_maa_x)
         lora = torch.tanh(xxx @ self.time_maa_w1).view(B * T, 5, -1).transpose(0, 1)  # [5, BT, R]
-        mw, mk, mv, mr, mg = torch.bmm(lora, self.time_maa_w2).view(5, B, T, D).unbind(0)
-        xw = x + delta * (self.time_maa_w + mw)
-        xk = x + delta * (self.time_maa_k + mk)
-        xv = x + delta * (self.time_maa_v + mv)
-        xr = x + delta * (self.time_maa_r + mr)
-        xg = x + delta * (self.time_maa_g + mg)
+        mix = torch.bmm(lora, self.time_maa_w2).view(5, B, T, D)  # [5, B, T, D]: w, k, v, r, g
+        mu = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r,
+                          self.time_maa_g]).view(5, 1, 1, D)
+        xw, xk, xv, xr, xg = torch.addcmul(x, delta, mix + mu).unbind(0)  # one pass for all five
         ww = torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2  # [B, T, D]
         log_w = -torch.exp((self.time_decay + ww).float())
         return xr, xk, xv, xg, log_w.view(B, T, self.n_head, self.head_size)
