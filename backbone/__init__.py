@@ -6,12 +6,14 @@ Public API:
     param_groups, make_optimizer         — the paper's AdamW groups (App. H)
     WorldTokenizer, load_tokenizer       — the RWKV World tokenizer
     SamplingConfig, generate_text, ...   — sampling and recurrent generation
+    to_decode_layout                     — column-major weights for fast CPU decoding
 """
 
 from .checkpoint import (CheckpointError, UnsupportedVersionError, config_from_state_dict,
                          detect_version, load_model, read_state_dict, save_model, state_dict_to_model)
 from .config import RWKVConfig
 from .generate import generate_text, generate_tokens, prefill
+from .linear import to_decode_layout
 from .model import RWKV
 from .optim import make_optimizer, param_groups
 from .sampling import SamplingConfig, sample_logits
@@ -23,4 +25,5 @@ __all__ = [
     "state_dict_to_model", "config_from_state_dict", "detect_version", "CheckpointError",
     "UnsupportedVersionError", "param_groups", "make_optimizer", "WorldTokenizer", "load_tokenizer",
     "SamplingConfig", "sample_logits", "generate_text", "generate_tokens", "prefill",
+    "to_decode_layout",
 ]

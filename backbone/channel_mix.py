@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .config import RWKVConfig
+from .linear import Linear
 from .time_mix import token_shift
 
 
@@ -22,9 +23,9 @@ class ChannelMix(nn.Module):
         self.mix_names = (f"{prefix}_k", f"{prefix}_r")
         for name in self.mix_names:
             setattr(self, name, nn.Parameter(torch.empty(1, 1, D)))
-        self.key = nn.Linear(D, F, bias=False)
-        self.receptance = nn.Linear(D, D, bias=False)
-        self.value = nn.Linear(F, D, bias=False)
+        self.key = Linear(D, F, bias=False)
+        self.receptance = Linear(D, D, bias=False)
+        self.value = Linear(F, D, bias=False)
 
     def forward(self, x: torch.Tensor, x_prev: torch.Tensor):
         """x: normed input [B, T, D]; x_prev: [B, D]. Returns (output [B, T, D], new x_prev [B, D])."""

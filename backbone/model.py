@@ -7,6 +7,7 @@ from torch import nn
 
 from .channel_mix import ChannelMix
 from .config import RWKVConfig
+from .linear import Linear
 from .init import init_rwkv_
 from .state import RWKVState
 from .time_mix import TimeMixEagle, TimeMixFinch
@@ -54,7 +55,7 @@ class RWKV(nn.Module):
         self.emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head = Linear(config.n_embd, config.vocab_size, bias=False)
         if init_weights and self.emb.weight.device.type != "meta":
             init_rwkv_(self)
 

@@ -13,6 +13,7 @@ from torch import nn
 from rwkv_mm.kernels.wkv import wkv, wkv_step
 
 from .config import RWKVConfig
+from .linear import Linear
 
 
 def token_shift(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
@@ -34,11 +35,11 @@ class _TimeMixBase(nn.Module):
         self.n_head = config.n_head
         self.head_size = config.head_size
         D = config.n_embd
-        self.receptance = nn.Linear(D, D, bias=False)
-        self.key = nn.Linear(D, D, bias=False)
-        self.value = nn.Linear(D, D, bias=False)
-        self.output = nn.Linear(D, D, bias=False)
-        self.gate = nn.Linear(D, D, bias=False) if config.gate else None
+        self.receptance = Linear(D, D, bias=False)
+        self.key = Linear(D, D, bias=False)
+        self.value = Linear(D, D, bias=False)
+        self.output = Linear(D, D, bias=False)
+        self.gate = Linear(D, D, bias=False) if config.gate else None
         self.ln_x = nn.GroupNorm(config.n_head, D, eps=config.group_norm_eps)
         self.time_faaaa = nn.Parameter(torch.empty(config.n_head, config.head_size))  # u: [H, N]
 

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from rwkv_mm.backbone import RWKV, RWKVConfig, save_model
+from rwkv_mm.backbone import RWKV, RWKVConfig, save_model, to_decode_layout
 
 
 def best_time(fn, repeats: int) -> float:
@@ -51,6 +51,7 @@ def main() -> None:
         path = os.path.join(tmp, "bench.pth")
         save_model(ours, path)
         theirs = RuntimeRWKV(path, "cpu fp32", verbose=False)
+    to_decode_layout(ours)  # what `rwkv-mm generate` does: column-major weights (same values)
 
     prompt = torch.randint(0, 65536, (1, args.prompt_len), generator=torch.Generator().manual_seed(1))
     prompt_list = prompt[0].tolist()

@@ -19,11 +19,12 @@ def _dtype(name: str):
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from rwkv_mm.backbone import SamplingConfig, generate_text, load_model, load_tokenizer
+    from rwkv_mm.backbone import (SamplingConfig, generate_text, load_model, load_tokenizer,
+                                  to_decode_layout)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint, dtype=args.dtype, device=args.device)
+    model = to_decode_layout(load_model(args.checkpoint, dtype=args.dtype, device=args.device))
     tokenizer = load_tokenizer(args.tokenizer)
     cfg = model.config
     print(f"# {args.checkpoint}: RWKV-{cfg.version} L={cfg.n_layer} D={cfg.n_embd} V={cfg.vocab_size}",
