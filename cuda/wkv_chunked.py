@@ -1,0 +1,240 @@
+"""Chunked, parallel-in-time WKV in plain PyTorch (training and prefill on any device).
+
+The sequence is cut into chunks of ``C`` positions. Across chunks the N x N state is carried by
+a short loop over chunks; within a chunk every output is an attention-like sum over the earlier
+keys of the chunk, with weight ``prod_{i<j<t} exp(w_j)`` (per channel) for key i seen from
+query t, and the bonus ``u`` for the current token.
+
+That intra-chunk attention is built bottom-up over a binary tree of blocks:
+
+* leaves are sub-chunks of ``c`` positions, whose few pairs are computed one by one with the
+  exact product of decays (no factorisation at all);
+* a block of 2h positions adds the cross term "second half attends to first half", which
+  factorises exactly through the midpoint: ``weight = P_t * Q_i`` with ``P_t`` the decay from
+  the midpoint to t and ``Q_i`` the decay from i to the midpoint. Both lie in [0, 1], so nothing
+  overflows whatever the decays are, and no quantity is formed as a difference of large
+  cumulative sums (that loses precision when a strong decay precedes weak ones).
+
+Decay factors (and products of them) are floored at e^-25 ~ 1.4e-11 -- far below fp32
+resolution relative to the terms they are summed with -- so that no product reaches the
+denormal range, where x86 ``exp`` and ``mul`` run 10-100x slower. The leaf products, the cross
+terms and the state update each multiply at most two floored factors into the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["wkv_chunked", "check_wkv_args", "DEFAULT_CHUNK_SIZE", "DEFAULT_SUB_CHUNK"]
+
+#: Positions per chunk (the state is materialised once per chunk); ``sub_chunk`` times a power of 2.
+DEFAULT_CHUNK_SIZE = 32
+#: Positions per leaf block (pairs inside it use the exact pairwise product).
+DEFAULT_SUB_CHUNK = 4
+
+# Sums of log decays below the floor are raised to it before exp (see the module docstring);
+# fp64 (tests) keeps far more range.
+_LOG_FLOOR = {torch.float32: -25.0, torch.float64: -200.0}
+
+
+def check_wkv_args(
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    state: torch.Tensor | None,
+) -> None:
+    """Raise ValueError unless r, k, v, w are [B, T, H, N], u is [H, N] and state [B, H, N, N]."""
+    if r.dim() != 4:
+        raise ValueError(f"r must be [B, T, H, N], got shape {tuple(r.shape)}")
+    for name, x in (("k", k), ("v", v), ("w", w)):
+        if x.shape != r.shape:
+            raise ValueError(f"{name} must have r's shape {tuple(r.shape)}, got shape {tuple(x.shape)}")
+    B, _, H, N = r.shape
+    if u.shape != (H, N):
+        raise ValueError(f"u must be [H, N] = {(H, N)}, got shape {tuple(u.shape)}")
+    if state is not None and state.shape != (B, H, N, N):
+        raise ValueError(f"state must be [B, H, N, N] = {(B, H, N, N)}, got shape {tuple(state.shape)}")
+    for name, x in (("r", r), ("k", k), ("v", v), ("w", w), ("u", u)):
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype} with shape {tuple(x.shape)}")
+
+
+def _compute_dtype(*xs: torch.Tensor | None) -> torch.dtype:
+    """fp32, or fp64 when any input is fp64 (used by tight gradient tests)."""
+    return torch.float64 if any(x is not None and x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+def _decay(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) for (sums of) floored log decays x <= 0; floored again, so never denormal."""
+    return torch.exp(x.clamp(min=_LOG_FLOOR[x.dtype]))
+
+
+def _excl_cumsum(x: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Exclusive cumulative sum along dim -2 (sum over j < i, or j > i when ``reverse``)."""
+    if reverse:
+        return _excl_cumsum(x.flip(-2)).flip(-2)
+    return F.pad(x[..., :-1, :].cumsum(-2), (0, 0, 1, 0))
+
+
+def _leaves(
+    r: torch.Tensor, k: torch.Tensor, e: torch.Tensor, u: torch.Tensor, phi: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Everything inside the leaf blocks of c positions.
+
+    r, k, e: [B, H, nC, L, c, N] (e: per-step decay factors in [phi, 1]); u: [H, N].
+    Returns att [B, H, nC, L, c, c] (pairs i < t with their exact decay products, the bonus on
+    the diagonal), rP = r_t prod_{j<t} e_j and kQ = k_i prod_{j>i} e_j (products within the
+    leaf, floored at phi), both [B, H, nC, L, c, N].
+    """
+    c = r.shape[-2]
+    rl, kl, el = r.unbind(-2), k.unbind(-2), e.unbind(-2)  # c x [B, H, nC, L, N]
+    B, H, nC, L, _, N = r.shape
+    bonus = ((r * k).view(B, H, -1, N) @ u.view(1, H, N, 1)).view(B, H, nC, L, c).unbind(-1)  # c x [B, H, nC, L]
+    zero = torch.zeros_like(bonus[0])
+    rows = [[bonus[t] if i == t else zero for i in range(c)] for t in range(c)]
+    for i in range(c - 1):
+        dec = None  # prod_{i<j<t} e_j; None = 1
+        for t in range(i + 1, c):
+            if t > i + 1:
+                dec = el[t - 1] if dec is None else (dec * el[t - 1]).clamp(min=phi)
+            rows[t][i] = (rl[t] * (kl[i] if dec is None else kl[i] * dec)).sum(-1)
+    att = torch.stack([torch.stack(row, dim=-1) for row in rows], dim=-2)
+
+    rP, kQ = [rl[0]], [kl[c - 1]]
+    pre = suf = None
+    for j in range(1, c):
+        pre = el[j - 1] if pre is None else (pre * el[j - 1]).clamp(min=phi)
+        suf = el[c - j] if suf is None else (suf * el[c - j]).clamp(min=phi)
+        rP.append(rl[j] * pre)
+        kQ.append(kl[c - 1 - j] * suf)
+    return att, torch.stack(rP, dim=-2), torch.stack(kQ[::-1], dim=-2)
+
+
+def _intra_chunk(
+    r: torch.Tensor, k: torch.Tensor, w: torch.Tensor, u: torch.Tensor, c: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Intra-chunk attention, and queries / keys decayed from the chunk start / to its end.
+
+    r, k: [B, H, nC, C, N]; w: the same, log decays (any layout that views as that); u: [H, N];
+    C = c * 2^m.
+    Returns att [B, H, nC, C, C] (att[t, i] = weight of key i in output t, bonus included),
+    q_in [B, H, nC, C, N] = r_t prod_{j<t} e_j, k_in [B, H, nC, C, N] = k_i prod_{j>i} e_j and
+    the log decay of each whole chunk [B, H, nC, N].
+    """
+    B, H, nC, C, N = r.shape
+    L = C // c  # leaves per chunk
+    phi = math.exp(_LOG_FLOOR[r.dtype])
+
+    w_leaf = w.view(B, H, nC, L, c, N)
+    att, rP, kQ = _leaves(r.view(w_leaf.shape), k.view(w_leaf.shape), _decay(w_leaf), u, phi)
+    W = w_leaf.sum(-2)  # [B, H, nC, L, N] log decay over each leaf
+    h = c
+    while h < C:  # merge pairs of blocks of h positions into blocks of 2h
+        m, nb = h // c, C // (2 * h)  # leaves per half, merged blocks per chunk
+        _, rP_hi = rP.view(B, H, nC, nb, 2, m, c, N).unbind(4)  # [B, H, nC, nb, m, c, N]
+        kQ_lo, _ = kQ.view(B, H, nC, nb, 2, m, c, N).unbind(4)
+        # Second half attends to the first through the midpoint. Extend the leaves' own decay
+        # products by whole leaves: from the midpoint to t's leaf, from i's leaf to the midpoint.
+        if m > 1:
+            W_lo, W_hi = W.view(B, H, nC, nb, 2, m, N).unbind(4)  # [B, H, nC, nb, m, N]
+            rP_hi = rP_hi * _decay(_excl_cumsum(W_hi)).unsqueeze(-2)
+            kQ_lo = kQ_lo * _decay(_excl_cumsum(W_lo, reverse=True)).unsqueeze(-2)
+        cross = rP_hi.flatten(4, 5) @ kQ_lo.flatten(4, 5).transpose(-1, -2)  # [B, H, nC, nb, h, h]
+        A_lo, A_hi = att.view(B, H, nC, nb, 2, h, h).unbind(4)
+        att = torch.cat([torch.cat([A_lo, torch.zeros_like(A_lo)], -1), torch.cat([cross, A_hi], -1)], -2)
+        h *= 2
+    q_in = (rP * _decay(_excl_cumsum(W)).unsqueeze(-2)).view(B, H, nC, C, N)
+    k_in = (kQ * _decay(_excl_cumsum(W, reverse=True)).unsqueeze(-2)).view(B, H, nC, C, N)
+    return att.view(B, H, nC, C, C), q_in, k_in, W.sum(-2)
+
+
+def _scan_states(
+    upd: torch.Tensor, decay: torch.Tensor, state: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """State at the start of every chunk, and after the last one.
+
+    upd: [B, H, nC, N, N] each chunk's own contribution (decayed to its end);
+    decay: [B, H, nC, N, 1] whole-chunk decay factor per key; state: [B, H, N, N] or None.
+    Returns s_starts [B, H, nC, N, N] and the final state [B, H, N, N].
+    """
+    s = state
+    starts = []
+    for upd_c, decay_c in zip(upd.unbind(2), decay.unbind(2)):  # unbind: cheap in backward
+        if s is None:
+            starts.append(torch.zeros_like(upd_c))
+            s = upd_c
+        else:
+            starts.append(s)
+            s = decay_c * s + upd_c
+    return torch.stack(starts, dim=2), s
+
+
+def wkv_chunked(
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    state: torch.Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    sub_chunk: int = DEFAULT_SUB_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV over a whole sequence, parallel within chunks; differentiable by autograd.
+
+    Args:
+        r, k, v, w: [B, T, H, N], any float dtype (``w`` may be a broadcast view). ``w`` is the
+            log decay (<= 0, finite); the per-step decay factor is ``exp(w)``.
+        u: [H, N] bonus for the current token.
+        state: optional [B, H, N, N] initial state, key index first; ``None`` means zeros.
+        chunk_size: positions per chunk, ``sub_chunk`` times a power of two (shrunk for short inputs).
+        sub_chunk: positions per leaf block, whose pairs are computed one by one.
+
+    Returns:
+        ``(y, state_out)``: y [B, T, H, N] in ``r``'s dtype, state_out [B, H, N, N] in fp32
+        (fp64 when an input is fp64). Gradients flow to r, k, v, w, u and ``state``.
+
+    Decay products below e^-25 (fp32; e^-200 for fp64) are rounded up to it: a change of at most
+    1.4e-11 relative to the terms they are summed with.
+    """
+    check_wkv_args(r, k, v, w, u, state)
+    ratio = chunk_size // sub_chunk if sub_chunk > 0 else 0
+    if sub_chunk < 1 or chunk_size % sub_chunk or ratio & (ratio - 1):
+        raise ValueError(f"chunk_size ({chunk_size}) must be sub_chunk ({sub_chunk}) times a power of two")
+    B, T, H, N = r.shape
+    dt = _compute_dtype(r, k, v, w, u, state)
+    st = None if state is None else state.to(dt)
+    if T == 0:
+        s_out = st.clone() if st is not None else torch.zeros(B, H, N, N, dtype=dt, device=r.device)
+        return r.new_zeros(B, 0, H, N), s_out
+
+    # Short inputs: don't pad a handful of tokens up to a whole chunk.
+    c = min(sub_chunk, T)
+    C = c
+    while C < min(T, chunk_size):
+        C *= 2
+    nC = -(-T // C)
+    pad = nC * C - T
+
+    def to_chunks(x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(1, 2).to(dt, memory_format=torch.contiguous_format).contiguous()  # [B, H, T, N]
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))  # r = k = v = 0: no effect on outputs or state
+        return x.view(B, H, nC, C, N)
+
+    rc, kc, vc = (to_chunks(x) for x in (r, k, v))  # [B, H, nC, C, N] each
+    wc = w.transpose(1, 2).to(dt)  # [B, H, T, N], any layout: only read elementwise
+    if pad:
+        wc = F.pad(wc, (0, 0, 0, pad))  # w = 0 on the padding: the state is not decayed there
+    att, q_in, k_in, w_chunk = _intra_chunk(rc, kc, wc.view(B, H, nC, C, N), u.to(dt), c)
+
+    upd = k_in.transpose(-1, -2) @ vc  # [B, H, nC, N, N] each chunk's keys, decayed to its end
+    s_starts, s_out = _scan_states(upd, _decay(w_chunk).unsqueeze(-1), st)
+    y = (att @ vc).view(B * H * nC, C, N)
+    y = y.baddbmm_(q_in.view(B * H * nC, C, N), s_starts.view(B * H * nC, N, N))  # + the carried state
+    y = y.view(B, H, nC * C, N)[:, :, :T].transpose(1, 2)  # [B, T, H, N]
+    return y.contiguous().to(r.dtype), s_out
