@@ -81,7 +81,7 @@ def main() -> None:
         for name, (f, fb) in (("reference", ref), ("chunked", chk)):
             print(f"{T:>6} {name:>10} {f:>10.1f} {fb:>10.1f}", flush=True)
         rows.append((T, ref[0] / chk[0], ref[1] / chk[1]))
-    print(f"{'T':>6} {'speed-up':>10} {'fwd':>9}x {'fwd+bwd':>9}x")
+    print(f"{'T':>6} {'speed-up':>10} {'fwd':>10} {'fwd+bwd':>10}   (reference / chunked)")
     for T, sf, sfb in rows:
         print(f"{T:>6} {'':>10} {sf:>9.1f}x {sfb:>9.1f}x")
 

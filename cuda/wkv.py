@@ -7,12 +7,13 @@ float dtype; ``w`` may be a broadcast view), ``w`` is the *log* decay (<= 0, per
     y_t = r_t (S + diag(u) k_t^T v_t)
     S  <- diag(exp(w_t)) S + k_t^T v_t
 
-Outputs come back in ``r``'s dtype and the state in fp32; all internal math is fp32.
+Outputs come back in ``r``'s dtype and the state in fp32; all internal math is fp32 (fp64 when
+an input is fp64, which only the tests use).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -26,7 +27,8 @@ WkvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 def _cuda_impl() -> WkvFn | None:
     """CUDA kernel for CUDA tensors, with ``wkv``'s signature; None while there is none.
 
-    >>> PLUG-IN POINT: a later issue returns the compiled kernel's entry point here. <<<
+    PLUG-IN POINT: the CUDA kernel (a later issue) returns its entry point here; ``wkv`` then
+    uses it for CUDA tensors and keeps the chunked form for everything else.
     """
     return None
 
@@ -78,6 +80,9 @@ def _check_step_args(
         raise ValueError(f"u must be [H, N] = {(H, N)}, got shape {tuple(u.shape)}")
     if state is not None and state.shape != (B, H, N, N):
         raise ValueError(f"state must be [B, H, N, N] = {(B, H, N, N)}, got shape {tuple(state.shape)}")
+    for name, x in (("r", r), ("k", k), ("v", v), ("w", w), ("u", u)):
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype} with shape {tuple(x.shape)}")
 
 
 def wkv_step(
@@ -111,5 +116,5 @@ def wkv_step(
         return bonus.to(r.dtype), kv
     s = state.to(dt)
     y = (rf.unsqueeze(-2) @ s).squeeze(-2) + bonus  # [B, H, N]
-    s_new = torch.exp(wf).unsqueeze(-1) * s + kv
+    s_new = torch.addcmul(kv, torch.exp(wf).unsqueeze(-1), s)  # diag(exp(w)) S + k^T v
     return y.to(r.dtype), s_new
