@@ -14,20 +14,28 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def column_halves(weight: torch.Tensor) -> torch.Tensor | None:
+    """The two column halves of a column-major weight as one [2, in, out/2] strided view of
+    weightᵀ (no copy), or None when the weight is not column-major or `out` is odd."""
+    out_f, in_f = weight.shape
+    if out_f % 2 or weight.stride() != (1, out_f):
+        return None
+    return weight.t().as_strided((2, in_f, out_f // 2), (out_f // 2, out_f, 1))
+
+
 class Linear(nn.Linear):
     """nn.Linear (no bias in RWKV) whose single-row CPU products use both cores when the weight
     is stored column-major. Identical results to nn.Linear up to float rounding."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., in]
-        w = self.weight  # [out, in]
-        out_f = w.shape[0]
         if (x.numel() == x.shape[-1] and x.device.type == "cpu" and self.bias is None
-                and out_f % 2 == 0 and w.stride() == (1, w.shape[1]) and not torch.is_grad_enabled()):
-            wt = w.t()  # [in, out], contiguous
-            halves = wt.as_strided((2, wt.shape[0], out_f // 2), (out_f // 2, out_f, 1))  # [2, in, out/2]
-            y = torch.bmm(x.reshape(1, 1, -1).expand(2, 1, -1).to(w.dtype), halves)  # [2, 1, out/2]
-            return y.view(2, out_f // 2).reshape(*x.shape[:-1], out_f)
-        return F.linear(x, w, self.bias)
+                and not torch.is_grad_enabled()):
+            halves = column_halves(self.weight)  # [2, in, out/2]
+            if halves is not None:
+                out_f = self.weight.shape[0]
+                y = torch.bmm(x.reshape(1, 1, -1).expand(2, 1, -1).to(halves.dtype), halves)  # [2, 1, out/2]
+                return y.view(*x.shape[:-1], out_f)
+        return F.linear(x, self.weight, self.bias)
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ import time
 import torch
 
 from rwkv_mm.backbone import RWKV, RWKVConfig, save_model, to_decode_layout
+from rwkv_mm.cpu import tune_malloc
 
 
 def best_time(fn, repeats: int) -> float:
@@ -36,7 +37,10 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=64, help="tokens to decode for tokens/s")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-tune-malloc", action="store_true",
+                        help="leave glibc malloc at its defaults (the tuning applies to both peers)")
     args = parser.parse_args()
+    tuned = False if args.no_tune_malloc else tune_malloc()
 
     os.environ.setdefault("RWKV_JIT_ON", "1")
     from rwkv.model import RWKV as RuntimeRWKV  # the peer (dev extra)
@@ -89,7 +93,7 @@ def main() -> None:
 
     n = args.prompt_len
     print(f"\nRWKV-{config.version} L={config.n_layer} D={config.n_embd} V=65536, fp32, "
-          f"{torch.get_num_threads()} CPU threads, prompt {n} tokens; "
+          f"{torch.get_num_threads()} CPU threads, malloc tuned: {tuned}, prompt {n} tokens; "
           f"max |Δlogit| after prefill = {max_diff:.2e}\n")
     print(f"| {'':22s} | {'rwkv_mm':>12s} | {'rwkv runtime':>12s} | {'speed-up':>8s} |")
     print(f"|{'-' * 24}|{'-' * 14}|{'-' * 14}|{'-' * 10}|")

@@ -22,8 +22,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from rwkv_mm.backbone import (SamplingConfig, generate_text, load_model, load_tokenizer,
                                   to_decode_layout)
 
+    from rwkv_mm.cpu import tune_malloc
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        tune_malloc()  # reuse freed activation memory instead of page-faulting fresh memory
     model = to_decode_layout(load_model(args.checkpoint, dtype=args.dtype, device=args.device))
     tokenizer = load_tokenizer(args.tokenizer)
     cfg = model.config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rwkv_mm.backbone.linear import Linear, to_decode_layout
+from rwkv_mm.backbone.linear import Linear, column_halves, to_decode_layout
 from rwkv_test_utils import tiny_model
 
 
@@ -12,8 +12,12 @@ def test_single_row_path_equals_nn_linear():
     torch.manual_seed(0)
     lin = Linear(96, 250, bias=False)
     ref = torch.nn.functional.linear
+    assert column_halves(lin.weight) is None  # row-major: the plain path
     to_decode_layout(lin)
     assert lin.weight.t().is_contiguous() and lin.weight.shape == (250, 96)
+    halves = column_halves(lin.weight)
+    assert halves.shape == (2, 96, 125) and halves.data_ptr() == lin.weight.data_ptr()
+    assert torch.equal(halves[1], lin.weight[125:].t())
     for shape in [(96,), (1, 96), (1, 1, 96), (3, 96), (2, 5, 96)]:
         x = torch.randn(shape)
         with torch.no_grad():
