@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .model import RWKV
-from .sampling import RepetitionPenalty, SamplingConfig, sample_logits
+from .sampling import Sampler, SamplingConfig
 from .state import RWKVState
 
 
@@ -35,16 +35,13 @@ def generate_tokens(model: RWKV, prompt_tokens: list[int], max_tokens: int = 200
                     state: RWKVState | None = None) -> Iterator[int]:
     """Yield up to `max_tokens` sampled token ids after the prompt; stops at any `stop_tokens`
     (0 = end-of-text for the World tokenizer), which is not yielded."""
-    sampling = sampling or SamplingConfig()
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    penalty = RepetitionPenalty(sampling, model.config.vocab_size)
+    sampler = Sampler(sampling, model.config.vocab_size, seed=seed)
     logits, state = prefill(model, prompt_tokens, state)
     device = model.emb.weight.device
     for _ in range(max_tokens):
-        token = int(sample_logits(penalty.apply(logits.cpu()), sampling, generator))
+        token = int(sampler(logits.cpu()))
         if token in stop_tokens:
             return
-        penalty.update(token)
         yield token
         out, state = model(torch.tensor([[token]], device=device), state)
         logits = out[0, -1].float()
