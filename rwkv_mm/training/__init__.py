@@ -1,0 +1,1 @@
+"""The trainer every runner uses: optimizer groups, schedule, accumulation, checkpoints, logging."""
