@@ -1,0 +1,58 @@
+"""Training checkpoints: model, optimizer, step, data position and RNG states, written atomically."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_torch_save(obj: Any, path: Path) -> Path:
+    """torch.save to a temp file in the same folder, then rename: a crash never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the trainer draws from (torch CPU/CUDA, Python's random)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by the trainer (weights_only=True: tensors and plain data)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "optimizer", "step", "data", "rng"):
+        if key not in ckpt:
+            raise ValueError(f"{path}: not a training checkpoint (missing '{key}')")
+    return ckpt

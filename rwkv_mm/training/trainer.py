@@ -1,0 +1,276 @@
+"""The trainer every runner uses.
+
+AdamW with the paper's parameter groups, warmup + cosine, gradient accumulation and clipping,
+bf16 autocast on CUDA (fp32 on CPU), freezing by name patterns, periodic evaluation, atomic
+checkpoints that resume exactly, a progress bar, metrics in JSONL and a loss-curve PNG.
+Runs under torchrun (DDP; gloo on CPU, NCCL on GPU) with the same global batch semantics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from rwkv_mm.backbone.optim import param_groups
+
+from .checkpoint import atomic_torch_save, load_training_checkpoint, rng_state, set_rng_state
+from .config import TrainConfig
+from .data_order import DataPosition, EpochOrder, shard
+from .l2wrap import l2wrap
+from .plot import plot_metrics
+from .schedule import lr_at
+
+IGNORE_INDEX = -100
+Batch = dict[str, Any]
+# loss_fn(model, batch) -> (sum of token losses, number of target tokens, logits or None)
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+def lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token cross entropy summed over targets != -100. batch: input_ids, targets [B, T]."""
+    logits, _ = model(batch["input_ids"])  # [B, T, V]
+    targets = batch["targets"]
+    loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss_sum, (targets != IGNORE_INDEX).sum(), logits
+
+
+def apply_freezing(model: nn.Module, freeze: Sequence[str], train_only: Sequence[str]) -> dict[str, int]:
+    """Set requires_grad from fnmatch patterns over parameter names. Returns counts.
+
+    A pattern that matches no parameter is an error (a typo would silently train everything)."""
+    names = [n for n, _ in model.named_parameters()]
+    for pattern in (*freeze, *train_only):
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ValueError(f"freeze/train_only pattern {pattern!r} matches no parameter; "
+                             f"names look like {names[:4]}")
+    counts = {"trainable": 0, "frozen": 0}
+    for name, p in model.named_parameters():
+        train = (not train_only or any(fnmatch.fnmatchcase(name, pat) for pat in train_only))
+        train = train and not any(fnmatch.fnmatchcase(name, pat) for pat in freeze)
+        p.requires_grad_(train)
+        counts["trainable" if train else "frozen"] += p.numel()
+    return counts
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
+
+
+class Trainer:
+    """Trains `model` on `train_set` (a map-style dataset) batched by `collate`.
+
+    Args:
+        model: the module to train (its parameters' names drive freezing and param groups).
+        cfg: the recipe's `train:` section.
+        run_dir: where checkpoints (`checkpoints/last.pt`), `metrics.jsonl` and `loss.png` go.
+        train_set, collate: samples and how to batch them: collate(list of samples) -> dict with
+            at least `targets` [B, T] (-100 = no loss) and whatever `loss_fn` reads.
+        eval_set: optional validation samples, evaluated every `cfg.eval_every` steps.
+        loss_fn: `(model, batch) -> (loss_sum, n_tokens, logits|None)`; default next-token LM loss.
+        device: default CUDA when available, else CPU.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, run_dir: str | Path, train_set,
+                 collate: Callable[[list], Batch], eval_set=None, loss_fn: LossFn = lm_loss,
+                 device: str | torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.train_set, self.eval_set, self.collate, self.loss_fn = train_set, eval_set, collate, loss_fn
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        micro = cfg.micro_batch_size or cfg.batch_size // self.world
+        if cfg.batch_size % (micro * self.world):
+            raise ValueError(f"train.batch_size={cfg.batch_size} must be a multiple of "
+                             f"micro_batch_size ({micro}) × processes ({self.world})")
+        self.micro_batch = micro
+        self.accum_steps = cfg.batch_size // (micro * self.world)
+        self.model = model.to(self.device)
+        self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
+        if self.param_counts["trainable"] == 0:
+            raise ValueError("nothing to train: every parameter is frozen (check train.freeze/train_only)")
+        self.wrapped = model
+        if self.distributed and self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.wrapped = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(model, cfg.lr, cfg.weight_decay, cfg.decay_lr_scale),
+            lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+        self.order = EpochOrder(len(train_set), cfg.seed)
+        self.step = 0
+        use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        if cfg.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"train.precision={cfg.precision!r}: expected auto, bf16 or fp32")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 \
+            else contextlib.nullcontext
+        self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        """Write model, optimizer, step, data position and RNG states (rank 0, atomically)."""
+        if self.rank != 0:
+            return
+        atomic_torch_save({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "data": dataclasses.asdict(self.order.position),
+            "rng": rng_state(),
+            "train_config": dataclasses.asdict(self.cfg),
+        }, self.checkpoint_path)
+
+    def load_checkpoint(self, path: str | Path | None = None) -> None:
+        """Restore everything `save_checkpoint` wrote; training then continues exactly."""
+        ckpt = load_training_checkpoint(Path(path) if path else self.checkpoint_path)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        self.order.position = DataPosition(**ckpt["data"])
+        set_rng_state(ckpt["rng"])
+
+    # ----------------------------------------------------------------------------- steps
+    def _all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.distributed and self.world > 1:
+            dist.all_reduce(x)
+        return x
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over a global batch. Returns loss (token-weighted mean) and lr."""
+        cfg = self.cfg
+        lr = lr_at(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        micro_indices = shard(self.order.next_global_batch(cfg.batch_size), self.rank, self.world,
+                              self.micro_batch)
+        batches = [_to_device(self.collate([self.train_set[i] for i in idx]), self.device)
+                   for idx in micro_indices]
+        # Global counts first, so that every micro-batch's loss is weighted by its share of
+        # the global batch's target tokens (identical for any split across processes/micro-batches).
+        counts = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for b in batches:
+            counts[0] += (b["targets"] != IGNORE_INDEX).sum()
+            counts[1] += b["targets"].numel()
+        n_tokens, n_positions = self._all_reduce(counts).clamp(min=1).unbind()
+        loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.model.train()
+        for i, batch in enumerate(batches):
+            sync = i == len(batches) - 1
+            ctx = self.wrapped.no_sync() if (not sync and self.wrapped is not self.model) else contextlib.nullcontext()
+            with ctx:
+                with self.autocast():
+                    loss_sum, _, logits = self.loss_fn(self.wrapped, batch)
+                # DDP averages gradients over processes: scale by world to get the global sum.
+                scaled = loss_sum.float() * (self.world / n_tokens.float())
+                if cfg.l2wrap and logits is not None:
+                    scaled = l2wrap(scaled, logits, max(int(n_positions) // self.world, 1))
+                scaled.backward()
+            loss_total += loss_sum.detach().double()
+        grad_norm = float("nan")
+        if cfg.grad_clip > 0:
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        loss = float(self._all_reduce(loss_total) / n_tokens)
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": float(n_tokens)}
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Token-weighted mean loss over the first `eval_batches` micro-batches of eval_set."""
+        if self.eval_set is None or len(self.eval_set) == 0:
+            return None
+        self.model.eval()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        n = min(len(self.eval_set), self.cfg.eval_batches * self.micro_batch)
+        for start in range(0, n, self.micro_batch):
+            batch = _to_device(self.collate([self.eval_set[i] for i in range(start, min(start + self.micro_batch, n))]),
+                               self.device)
+            with self.autocast():
+                loss_sum, n_tok, _ = self.loss_fn(self.model, batch)
+            total += loss_sum.double()
+            count += n_tok
+        return float(total / count.clamp(min=1))
+
+    # ----------------------------------------------------------------------------- loop
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self) -> None:
+        """On resume, drop metric lines written after the checkpoint (they will be redone)."""
+        if self.rank != 0 or not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def fit(self, resume: bool = False,
+            on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> dict[str, Any]:
+        """Train to `cfg.max_steps`. With `resume`, continue from `checkpoints/last.pt`.
+
+        Returns a summary: steps, final train loss, final validation loss, wall time, paths."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load_checkpoint()
+            self._truncate_metrics()
+        elif self.rank == 0 and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        if not resume:  # a resumed run restores every RNG state from the checkpoint instead
+            torch.manual_seed(cfg.seed)
+        start_time, last = time.perf_counter(), {}
+        window_tokens, window_start = 0.0, time.perf_counter()
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
+                   desc=f"train {self.run_dir.name}", unit="step")
+        val_loss = None
+        while self.step < cfg.max_steps:
+            last = self.train_step()
+            window_tokens += last["tokens"]
+            if on_step:
+                on_step(self, last)
+            done = self.step == cfg.max_steps
+            if self.step % max(cfg.log_every, 1) == 0 or done:
+                now = time.perf_counter()
+                tok_s = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0.0, now
+                self._log({"step": self.step, "loss": last["loss"], "lr": last["lr"],
+                           "grad_norm": last["grad_norm"], "tokens_per_s": tok_s,
+                           "elapsed_s": now - start_time})
+                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:.0f}")
+            if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or done):
+                val_loss = self.evaluate()
+                if val_loss is not None:
+                    self._log({"step": self.step, "val_loss": val_loss})
+                    if self.rank == 0:
+                        bar.write(f"step {self.step}: val_loss {val_loss:.4f}")
+            if (cfg.save_every > 0 and self.step % cfg.save_every == 0) or done:
+                self.save_checkpoint()
+                if self.rank == 0:
+                    plot_metrics(self.metrics_path, self.run_dir / "loss.png")
+            bar.update(1)
+        bar.close()
+        return {"steps": self.step, "train_loss": last.get("loss"), "val_loss": val_loss,
+                "wall_s": round(time.perf_counter() - start_time, 2),
+                "checkpoint": str(self.checkpoint_path), "metrics": str(self.metrics_path),
+                "plot": str(self.run_dir / "loss.png")}

@@ -1,0 +1,163 @@
+"""The shared trainer: exact resume, accumulation, freezing, schedule, L2Wrap, DDP, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from rwkv_mm.backbone import RWKV, RWKVConfig
+from rwkv_mm.training.config import TrainConfig
+from rwkv_mm.training.l2wrap import l2wrap
+from rwkv_mm.training.schedule import lr_at
+from rwkv_mm.training.trainer import IGNORE_INDEX, Trainer
+
+
+def make_model(seed: int = 0) -> RWKV:
+    torch.manual_seed(seed)
+    return RWKV(RWKVConfig(version="6", n_layer=1, n_embd=32, vocab_size=40, head_size=16))
+
+
+def make_dataset(n: int = 24, T: int = 12, seed: int = 1) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    data = []
+    for i in range(n):
+        seq = torch.randint(4, 40, (T + 1,), generator=g)
+        targets = seq[1:].clone()
+        targets[: i % 3] = IGNORE_INDEX  # varying numbers of target tokens per sample
+        data.append({"input_ids": seq[:-1], "targets": targets})
+    return data
+
+
+def collate(samples: list[dict]) -> dict:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(max_steps=20, batch_size=4, micro_batch_size=2, lr=2e-2, lr_final=1e-3,
+                warmup_steps=3, save_every=10, eval_every=0, log_every=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def train(tmp_path, cfg, model=None, resume=False, on_step=None, eval_set=None):
+    losses = []
+
+    def record(trainer, metrics):
+        losses.append(metrics["loss"])
+        if on_step:
+            on_step(trainer, metrics)
+
+    trainer = Trainer(model or make_model(), cfg, tmp_path, make_dataset(), collate, eval_set=eval_set,
+                      device="cpu")
+    trainer.fit(resume=resume, on_step=record)
+    return losses, trainer
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path):
+    straight, t_straight = train(tmp_path / "a", config())
+
+    def kill(trainer, _):
+        if trainer.step == 13:
+            raise KeyboardInterrupt  # after the checkpoint of step 10
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", config(), on_step=kill)
+    resumed, t_resumed = train(tmp_path / "b", config(), model=make_model(seed=99), resume=True)
+    assert len(straight) == 20 and len(resumed) == 10
+    assert resumed == straight[10:]  # bit-identical on the CPU
+    for (name, p), q in zip(t_straight.model.named_parameters(), t_resumed.model.parameters()):
+        assert torch.equal(p, q), name
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 21))  # the steps redone after the kill are not logged twice
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    one, _ = train(tmp_path / "a", config(max_steps=4, micro_batch_size=4))
+    accumulated, _ = train(tmp_path / "b", config(max_steps=4, micro_batch_size=1))
+    assert one == pytest.approx(accumulated, rel=1e-5)
+
+
+def test_outputs_loss_decreases_and_evaluation(tmp_path):
+    losses, trainer = train(tmp_path, config(max_steps=30, eval_every=10, save_every=15),
+                            eval_set=make_dataset(8, seed=5))
+    assert losses[-1] < losses[0]
+    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum("val_loss" in r for r in records) == 3
+    assert all(math.isfinite(r["tokens_per_s"]) for r in records if "loss" in r)
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+def test_freezing_by_patterns(tmp_path):
+    model = make_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _, trainer = train(tmp_path, config(max_steps=2, train_only=["blocks.0.att.*"], freeze=["*.ln_x.*"]),
+                       model=model)
+    for name, p in model.named_parameters():
+        should_train = name.startswith("blocks.0.att.") and ".ln_x." not in name
+        assert p.requires_grad == should_train, name
+        if not should_train:
+            assert torch.equal(p, before[name]), name
+    assert not torch.equal(model.blocks[0].att.receptance.weight, before["blocks.0.att.receptance.weight"])
+    with pytest.raises(ValueError, match="matches no parameter"):
+        Trainer(make_model(), config(freeze=["nonexistent.*"]), tmp_path, make_dataset(), collate)
+
+
+def test_bad_batch_split_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="multiple of"):
+        Trainer(make_model(), config(batch_size=5, micro_batch_size=2), tmp_path, make_dataset(), collate)
+
+
+def test_schedule_warmup_then_cosine_to_floor():
+    cfg = TrainConfig(lr=1.0, lr_final=0.1, warmup_steps=4, max_steps=14)
+    assert [lr_at(s, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, cfg) == pytest.approx(1.0)
+    assert lr_at(13, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 9)))
+    values = [lr_at(s, cfg) for s in range(4, 14)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_l2wrap_gradient_matches_rwkv_lm_formula():
+    logits = torch.randn(2, 3, 7, requires_grad=True)
+    loss = (logits * 0).sum() + 1.0
+    l2wrap(loss, logits, n_positions=6).backward()
+    expected = torch.zeros(2, 3, 7)
+    top, idx = logits.detach().max(-1, keepdim=True)
+    expected.scatter_(-1, idx, top * 1e-4 / 6)
+    assert torch.allclose(logits.grad, expected)
+    assert l2wrap(torch.tensor(2.5), logits, 6).item() == 2.5
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        losses, trainer = train(__import__("pathlib").Path(out_dir), config(max_steps=4, micro_batch_size=1))
+        if rank == 0:
+            torch.save({"losses": losses, "head": trainer.model.head.weight.detach()}, f"{out_dir}/result.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single, trainer = train(tmp_path / "single", config(max_steps=4, micro_batch_size=1))
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    result = torch.load(out / "result.pt", weights_only=True)
+    assert result["losses"] == pytest.approx(single, rel=1e-5)
+    assert torch.allclose(result["head"], trainer.model.head.weight, atol=1e-6)
