@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -184,22 +185,30 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
     return state_dict_to_model(sd, config, dtype=dtype, device=device, source=str(path))
 
 
-def save_model(model: RWKV, path: str | os.PathLike) -> Path:
-    """Write the model's weights in the official layout (`.pth`, readable by BlinkDL's `rwkv`
-    runtime) or as `.safetensors` (with the config in its metadata). Atomic: temp file + rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(temp_path)` for a temp file beside `path`, then rename it onto `path`:
+    readers never see a half-written file, and a crash leaves the old file intact."""
     path = Path(path)
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-            save_file(sd, tmp, metadata={_CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())})
-        else:
-            torch.save(sd, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def save_model(model: RWKV, path: str | os.PathLike) -> Path:
+    """Write the model's weights in the official layout (`.pth`, readable by BlinkDL's `rwkv`
+    runtime) or as `.safetensors` (with the config in its metadata). Atomic: temp file + rename."""
+    path = Path(path)
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        meta = {_CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
+        return atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    return atomic_write(path, lambda tmp: torch.save(sd, tmp))
