@@ -62,29 +62,6 @@ def wkv(
     return wkv_chunked(r, k, v, w, u, state)
 
 
-def _check_step_args(
-    r: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor,
-    u: torch.Tensor,
-    state: torch.Tensor | None,
-) -> None:
-    if r.dim() != 3:
-        raise ValueError(f"r must be [B, H, N], got shape {tuple(r.shape)}")
-    for name, x in (("k", k), ("v", v), ("w", w)):
-        if x.shape != r.shape:
-            raise ValueError(f"{name} must have r's shape {tuple(r.shape)}, got shape {tuple(x.shape)}")
-    B, H, N = r.shape
-    if u.shape != (H, N):
-        raise ValueError(f"u must be [H, N] = {(H, N)}, got shape {tuple(u.shape)}")
-    if state is not None and state.shape != (B, H, N, N):
-        raise ValueError(f"state must be [B, H, N, N] = {(B, H, N, N)}, got shape {tuple(state.shape)}")
-    for name, x in (("r", r), ("k", k), ("v", v), ("w", w), ("u", u)):
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype} with shape {tuple(x.shape)}")
-
-
 def wkv_step(
     r: torch.Tensor,
     k: torch.Tensor,
@@ -106,7 +83,7 @@ def wkv_step(
     Raises:
         ValueError: when a shape disagrees with the contract (the message names the argument).
     """
-    _check_step_args(r, k, v, w, u, state)
+    check_wkv_args(r, k, v, w, u, state, single_step=True)
     dt = _compute_dtype(r, k, v, w, u, state)
     rf, kf, vf, wf = (x.to(dt) for x in (r, k, v, w))  # [B, H, N]
     uf = u.to(dt)  # [H, N]

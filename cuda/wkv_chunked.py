@@ -50,14 +50,17 @@ def check_wkv_args(
     w: torch.Tensor,
     u: torch.Tensor,
     state: torch.Tensor | None,
+    single_step: bool = False,
 ) -> None:
-    """Raise ValueError unless r, k, v, w are [B, T, H, N], u is [H, N] and state [B, H, N, N]."""
-    if r.dim() != 4:
-        raise ValueError(f"r must be [B, T, H, N], got shape {tuple(r.shape)}")
+    """Raise ValueError unless r, k, v, w are [B, T, H, N] ([B, H, N] with `single_step`),
+    u is [H, N] and state [B, H, N, N]."""
+    layout = "[B, H, N]" if single_step else "[B, T, H, N]"
+    if r.dim() != (3 if single_step else 4):
+        raise ValueError(f"r must be {layout}, got shape {tuple(r.shape)}")
     for name, x in (("k", k), ("v", v), ("w", w)):
         if x.shape != r.shape:
             raise ValueError(f"{name} must have r's shape {tuple(r.shape)}, got shape {tuple(x.shape)}")
-    B, _, H, N = r.shape
+    B, H, N = r.shape[0], r.shape[-2], r.shape[-1]
     if u.shape != (H, N):
         raise ValueError(f"u must be [H, N] = {(H, N)}, got shape {tuple(u.shape)}")
     if state is not None and state.shape != (B, H, N, N):
