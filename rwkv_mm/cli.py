@@ -78,6 +78,36 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rwkv_mm.cpu import tune_malloc
+    from rwkv_mm.recipe import dump_yaml, load_recipe, save_resolved_config
+    from rwkv_mm.runners import get_runner
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_dir = Path(args.run_dir or Path("runs") / recipe.source.stem)
+    print(f"# recipe {recipe.source} (runner {recipe.runner}) → {run_dir}\n{dump_yaml(recipe)}")
+    save_resolved_config(recipe, run_dir)
+    tune_malloc()
+    summary = get_runner(recipe.runner).fn(recipe.config, run_dir, args.resume)
+    print("# summary")
+    for key, value in summary.items():
+        print(f"  {key:14s} {value:.4f}" if isinstance(value, float) else f"  {key:14s} {value}")
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from rwkv_mm.recipe import list_recipes
+
+    rows = list_recipes()
+    width = max((len(name) for name, _, _ in rows), default=4)
+    print(f"{'recipe':{width}s}  {'runner':12s}  description")
+    for name, runner, description in rows:
+        print(f"{name:{width}s}  {runner:12s}  {description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `rwkv-mm` (all subcommands)."""
     parser = argparse.ArgumentParser(
@@ -111,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--head-size", type=int, default=64)
     i.add_argument("--seed", type=int, default=0)
     i.set_defaults(func=_cmd_init)
+
+    t = sub.add_parser("train", help="run a training recipe: rwkv-mm train RECIPE [key=value ...]")
+    t.add_argument("recipe", help="a YAML path or a shipped recipe name (see `rwkv-mm ls`)")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
+    t.add_argument("--run-dir", default=None, help="default: runs/<recipe name>")
+    t.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
+    t.set_defaults(func=_cmd_train)
+
+    ls = sub.add_parser("ls", help="list the shipped recipes")
+    ls.set_defaults(func=_cmd_ls)
+
+    from rwkv_mm.music.cli import add_music_parser
+    from rwkv_mm.quickstart import add_quickstart_parser
+
+    add_quickstart_parser(sub)
+    add_music_parser(sub)
 
     n = sub.add_parser("info", help="print the architecture inferred from a checkpoint")
     n.add_argument("checkpoint")

@@ -1,0 +1,56 @@
+"""`rwkv-mm quickstart`: train tiny models of every modality on bundled data and show results.
+
+Each modality adds one entry to `PARTS` (a shipped tiny recipe); the whole run must stay under
+about 10 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+#: (title, shipped recipe name, summary keys to show)
+PARTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("ABC music (byte-level Eagle)", "music/abc_tiny", ("train_loss", "val_loss", "parse_rate", "tunes_dir")),
+]
+
+
+def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]]:
+    """Run every part's tiny recipe into `out_dir/<part>`; returns (title, summary) pairs."""
+    from rwkv_mm.cpu import tune_malloc
+    from rwkv_mm.recipe import load_recipe, save_resolved_config
+    from rwkv_mm.runners import get_runner
+
+    tune_malloc()
+    results = []
+    for title, name, _ in PARTS:
+        recipe = load_recipe(name, overrides)
+        run_dir = out_dir / Path(name).name
+        print(f"\n=== {title}: recipe {recipe.source} → {run_dir}")
+        save_resolved_config(recipe, run_dir)
+        start = time.perf_counter()
+        summary = get_runner(recipe.runner).fn(recipe.config, run_dir, False)
+        summary["wall_s"] = round(time.perf_counter() - start, 1)
+        results.append((title, summary))
+    return results
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    results = run_quickstart(Path(args.out), args.overrides)
+    print("\n=== quickstart summary")
+    for (title, _, keys), (_, summary) in zip(PARTS, results):
+        print(f"{title}  ({summary['wall_s']} s)")
+        for key in keys:
+            value = summary.get(key)
+            text = f"{value:.4f}" if isinstance(value, float) else str(value)
+            print(f"  {key:12s} {text}")
+    return 0
+
+
+def add_quickstart_parser(sub) -> None:
+    """Register `rwkv-mm quickstart`."""
+    q = sub.add_parser("quickstart", help="train tiny models of every modality on bundled data (~10 min on 2 CPUs)")
+    q.add_argument("--out", default="runs/quickstart", help="where runs, tunes and plots go")
+    q.add_argument("overrides", nargs="*", help="key=value overrides applied to every tiny recipe")
+    q.set_defaults(func=_cmd_quickstart)
