@@ -85,16 +85,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rwkv_mm.recipe import dump_yaml, load_recipe, save_resolved_config
     from rwkv_mm.runners import get_runner
 
+    from rwkv_mm.training.trainer import maybe_init_distributed
+
     recipe = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / recipe.source.stem)
-    print(f"# recipe {recipe.source} (runner {recipe.runner}) → {run_dir}\n{dump_yaml(recipe)}")
-    save_resolved_config(recipe, run_dir)
+    rank0 = not maybe_init_distributed() or torch_rank() == 0
+    if rank0:
+        print(f"# recipe {recipe.source} (runner {recipe.runner}) → {run_dir}\n{dump_yaml(recipe)}")
+        save_resolved_config(recipe, run_dir)
     tune_malloc()
     summary = get_runner(recipe.runner).fn(recipe.config, run_dir, args.resume)
+    if not rank0:
+        return 0
     print("# summary")
     for key, value in summary.items():
         print(f"  {key:14s} {value:.4f}" if isinstance(value, float) else f"  {key:14s} {value}")
     return 0
+
+
+def torch_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:

@@ -103,6 +103,8 @@ def run(cfg: MusicRunConfig, run_dir: Path, resume: bool = False) -> dict:
     model = build_model(cfg)
     trainer = Trainer(model, cfg.train, run_dir, train_set, collate_tunes, eval_set=val_set)
     summary = trainer.fit(resume=resume)
+    if trainer.rank != 0:  # under torchrun only the first process saves and generates
+        return summary
     model_path = save_model(model.cpu().eval(), run_dir / "model.pth")
 
     g = cfg.generate

@@ -65,6 +65,23 @@ def apply_freezing(model: nn.Module, freeze: Sequence[str], train_only: Sequence
     return counts
 
 
+def maybe_init_distributed() -> bool:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL with one GPU per
+    process (LOCAL_RANK) when CUDA is available, gloo on CPUs. Returns True when distributed."""
+    import os
+
+    if dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return True
+
+
 def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
             for k, v in batch.items()}
@@ -93,7 +110,8 @@ class Trainer:
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}"
+                                              if torch.cuda.is_available() else "cpu"))
         micro = cfg.micro_batch_size or cfg.batch_size // self.world
         if cfg.batch_size % (micro * self.world):
             raise ValueError(f"train.batch_size={cfg.batch_size} must be a multiple of "
