@@ -1,12 +1,20 @@
 """Runner registry: one module per training stage in this package registers itself by name.
 
-A runner is `fn(config, run_dir, resume) -> summary dict` plus the dataclass its recipe fills.
-Modules here are discovered and imported on the first lookup, so adding a stage means adding
-one file (and its recipe) — no central list to edit.
+A runner is `fn(config, run_dir, resume) -> summary dict` plus the dataclass its recipe fills:
+
+    from rwkv_mm.runners import register_runner
+
+    @register_runner("lm_music", config=MusicRunConfig, description="ABC music LM, one stage")
+    def run(cfg: MusicRunConfig, run_dir: Path, resume: bool) -> dict: ...
+
+Modules here are discovered (pkgutil) and imported on the first lookup, so adding a stage means
+adding one file (and its recipe): no central list to edit. A module that fails to import does
+not hide the others; its error is reported when a runner name is not found.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import pkgutil
@@ -23,20 +31,33 @@ class Runner:
 
 
 _REGISTRY: dict[str, Runner] = {}
+_IMPORT_ERRORS: dict[str, str] = {}  # module name -> "ErrorType: message"
 _discovered = False
 
 
 def register_runner(name: str, config: type, description: str = "") -> Callable:
-    """Decorator: register `fn(cfg, run_dir, resume) -> dict` as runner `name`."""
+    """Decorator: register `fn(cfg, run_dir, resume) -> dict` as runner `name`.
+
+    `config` is the dataclass a recipe fills (every field needs a default or the recipe must set
+    it). Registering a second, different function under a taken name is an error."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"runner name must be a non-empty string, got {name!r}")
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        raise TypeError(f"runner {name!r}: config must be a dataclass type, got {config!r}")
 
     def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+        old = _REGISTRY.get(name)
+        if old is not None and _origin(old.fn) != _origin(fn):
             raise ValueError(f"runner {name!r} is registered twice "
-                             f"({_REGISTRY[name].fn.__module__} and {fn.__module__})")
+                             f"({_origin(old.fn)} and {_origin(fn)})")
         _REGISTRY[name] = Runner(name, config, fn, description)
         return fn
 
     return wrap
+
+
+def _origin(fn: Callable) -> str:
+    return f"{fn.__module__}.{getattr(fn, '__qualname__', fn)}"
 
 
 def unregister_runner(name: str) -> None:
@@ -46,10 +67,16 @@ def unregister_runner(name: str) -> None:
 
 def _discover() -> None:
     global _discovered
-    if not _discovered:
-        for module in pkgutil.iter_modules(__path__):
+    if _discovered:
+        return
+    _discovered = True
+    for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):
+            continue
+        try:
             importlib.import_module(f"{__name__}.{module.name}")
-        _discovered = True
+        except ImportError as err:  # e.g. an optional dependency of one modality is missing
+            _IMPORT_ERRORS[module.name] = f"{type(err).__name__}: {err}"
 
 
 def list_runners() -> list[Runner]:
@@ -59,11 +86,14 @@ def list_runners() -> list[Runner]:
 
 
 def get_runner(name: str) -> Runner:
-    """The runner called `name`; ValueError naming the known runners otherwise."""
+    """The runner called `name`; ValueError naming the known runners (and the closest) otherwise."""
     _discover()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown runner {name!r}{hint} known runners: {sorted(_REGISTRY)}")
+        msg = f"unknown runner {name!r}{hint} (known runners: {', '.join(sorted(_REGISTRY)) or 'none'})"
+        if _IMPORT_ERRORS:
+            failed = "; ".join(f"{__name__}.{m}: {e}" for m, e in sorted(_IMPORT_ERRORS.items()))
+            msg += f"; runner modules that failed to import: {failed}"
+        raise ValueError(msg)
     return _REGISTRY[name]
-
