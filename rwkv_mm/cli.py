@@ -112,11 +112,12 @@ def torch_rank() -> int:
 def _cmd_ls(args: argparse.Namespace) -> int:
     from rwkv_mm.recipe import list_recipes
 
-    rows = list_recipes()
-    width = max((len(name) for name, _, _ in rows), default=4)
-    print(f"{'recipe':{width}s}  {'runner':12s}  description")
+    rows = list_recipes(args.root)
+    w_name = max([len("recipe")] + [len(name) for name, _, _ in rows])
+    w_runner = max([len("runner")] + [len(runner) for _, runner, _ in rows])
+    print(f"{'recipe':{w_name}s}  {'runner':{w_runner}s}  description")
     for name, runner, description in rows:
-        print(f"{name:{width}s}  {runner:12s}  {description}")
+        print(f"{name:{w_name}s}  {runner:{w_runner}s}  {description}".rstrip())
     return 0
 
 
@@ -161,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
     t.set_defaults(func=_cmd_train)
 
-    ls = sub.add_parser("ls", help="list the shipped recipes")
+    ls = sub.add_parser("ls", help="list the shipped recipes (name, runner, description)")
+    ls.add_argument("--root", default=None, help="list this folder instead of the shipped recipes")
     ls.set_defaults(func=_cmd_ls)
 
     from rwkv_mm.music.cli import add_music_parser

@@ -72,6 +72,8 @@ def list_recipes(root: Path | None = None) -> list[tuple[str, str, str]]:
     Names are relative to the folder, without `.yaml` (`music/abc_tiny`); a file that is not a
     valid recipe mapping is listed with runner `?` rather than hiding it."""
     root = Path(root) if root is not None else recipes_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"recipes folder not found: {root}")
     out = []
     for path in sorted(root.rglob("*.yaml")):
         try:
@@ -181,7 +183,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             if len(args) != len(value):
                 raise RecipeError(f"{where}: expected {len(args)} items ({_type_name(tp)}), "
                                   f"got {value!r}")
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            pairs = enumerate(zip(value, args))
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
         item_tp = args[0] if args else Any
         items = [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if (origin or tp) is tuple else items
