@@ -48,7 +48,7 @@ def n_params(model: nn.Module) -> int:
 def gpt2_width_matching(target: int, n_layer: int, ctx_len: int) -> int:
     """The GPT-2 width (multiple of 64) whose parameter count is closest to `target`."""
     best = None
-    for width in range(64, 1025, 32):
+    for width in range(64, 1025, 64):
         n = n_params(GPT2Adapter(n_layer, width, ctx_len))
         if best is None or abs(n - target) < abs(best[1] - target):
             best = (width, n)
