@@ -103,8 +103,12 @@ def run(cfg: MusicRunConfig, run_dir: Path, resume: bool = False) -> dict:
     model = build_model(cfg)
     trainer = Trainer(model, cfg.train, run_dir, train_set, collate_tunes, eval_set=val_set)
     summary = trainer.fit(resume=resume)
+    full_state = trainer.full_model_state_dict() if trainer.sharded else None  # collective
     if trainer.rank != 0:  # under torchrun only the first process saves and generates
         return summary
+    if full_state is not None:  # FSDP: rebuild an unsharded copy from the gathered weights
+        model = build_model(cfg)
+        model.load_state_dict(full_state)
     model_path = save_model(model.cpu().eval(), run_dir / "model.pth")
 
     g = cfg.generate

@@ -28,6 +28,8 @@ class TrainConfig:
         save_every: checkpoint interval in steps (the last step is always saved).
         log_every: progress/metrics interval in steps.
         seed: seeds model init, data order and dropout.
+        strategy: under torchrun, "ddp" (replicated weights) or "fsdp" (FSDP2: parameters,
+            gradients and optimizer state sharded over processes, for models that don't fit).
     """
 
     max_steps: int = 1000
@@ -50,3 +52,4 @@ class TrainConfig:
     save_every: int = 200
     log_every: int = 10
     seed: int = 0
+    strategy: str = "ddp"

@@ -122,8 +122,16 @@ class Trainer:
         self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
         if self.param_counts["trainable"] == 0:
             raise ValueError("nothing to train: every parameter is frozen (check train.freeze/train_only)")
+        if cfg.strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"train.strategy={cfg.strategy!r}: expected ddp or fsdp")
         self.wrapped = model
-        if self.distributed and self.world > 1:
+        self.sharded = self.distributed and self.world > 1 and cfg.strategy == "fsdp"
+        if self.sharded:  # FSDP2: each block's parameters sharded over processes, then the rest
+            from torch.distributed.fsdp import fully_shard
+            for block in getattr(model, "blocks", []):
+                fully_shard(block)
+            fully_shard(model)
+        elif self.distributed and self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             self.wrapped = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(
@@ -140,13 +148,30 @@ class Trainer:
         self.metrics_path = self.run_dir / "metrics.jsonl"
 
     # ----------------------------------------------------------------------------- checkpoints
+    def full_model_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole (unsharded) model state dict. Under FSDP every process must call it (it
+        gathers the shards) and only rank 0 receives the tensors (on the CPU; others get {})."""
+        if not self.sharded:
+            return self.model.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _optimizer_state_dict(self) -> dict:
+        if not self.sharded:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        return get_optimizer_state_dict(self.model, self.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
     def save_checkpoint(self) -> None:
         """Write model, optimizer, step, data position and RNG states (rank 0, atomically)."""
+        model_sd, optim_sd = self.full_model_state_dict(), self._optimizer_state_dict()
         if self.rank != 0:
             return
         atomic_torch_save({
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_sd,
+            "optimizer": optim_sd,
+            "strategy": "fsdp" if self.sharded else "plain",
             "step": self.step,
             "data": dataclasses.asdict(self.order.position),
             "rng": rng_state(),
@@ -156,8 +181,18 @@ class Trainer:
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Restore everything `save_checkpoint` wrote; training then continues exactly."""
         ckpt = load_training_checkpoint(Path(path) if path else self.checkpoint_path)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("strategy", "plain") != ("fsdp" if self.sharded else "plain"):
+            raise ValueError(f"{self.checkpoint_path}: written with strategy {ckpt.get('strategy', 'plain')!r}; "
+                             "resume with the same train.strategy")
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, ckpt["model"], options=options)
+            set_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"], options=options)
+        else:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step = int(ckpt["step"])
         self.order.position = DataPosition(**ckpt["data"])
         set_rng_state(ckpt["rng"])
@@ -189,6 +224,8 @@ class Trainer:
         self.model.train()
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1
+            if self.sharded:
+                self.model.set_requires_gradient_sync(sync)
             ctx = self.wrapped.no_sync() if (not sync and self.wrapped is not self.model) else contextlib.nullcontext()
             with ctx:
                 with self.autocast():

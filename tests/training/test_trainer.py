@@ -135,20 +135,23 @@ def test_l2wrap_gradient_matches_rwkv_lm_formula():
     assert l2wrap(torch.tensor(2.5), logits, 6).item() == 2.5
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        losses, trainer = train(__import__("pathlib").Path(out_dir), config(max_steps=4, micro_batch_size=1))
+        losses, trainer = train(__import__("pathlib").Path(out_dir),
+                                config(max_steps=4, micro_batch_size=1, save_every=2, strategy=strategy))
+        full = trainer.full_model_state_dict()  # collective under FSDP; whole on rank 0 only
         if rank == 0:
-            torch.save({"losses": losses, "head": trainer.model.head.weight.detach()}, f"{out_dir}/result.pt")
+            torch.save({"losses": losses, "head": full["head.weight"].detach()}, f"{out_dir}/result.pt")
     finally:
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gloo_processes_equal_one_process(tmp_path, strategy):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -157,7 +160,9 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         torch.set_num_threads(threads)
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out), strategy), nprocs=2, join=True)
     result = torch.load(out / "result.pt", weights_only=True)
     assert result["losses"] == pytest.approx(single, rel=1e-5)
     assert torch.allclose(result["head"], trainer.model.head.weight, atol=1e-6)
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)  # whole, not shards
+    assert ckpt["step"] == 4 and torch.allclose(ckpt["model"]["head.weight"], result["head"])
