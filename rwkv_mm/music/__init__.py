@@ -1,5 +1,12 @@
-"""ABC music: byte tokenizer, tune corpora (IrishMAN JSON, .abc files), generation, scoring."""
+"""ABC music: byte tokenizer, tune corpora (IrishMAN JSON, .abc files), generation, scoring.
 
-from .tokenizer import ByteTokenizer
+Importing this package registers the byte tokenizer as ``"abc-bytes"`` with
+``rwkv_mm.backbone.load_tokenizer``. The corpus (torch) and scoring (music21) modules are
+imported only when used.
+"""
 
-__all__ = ["ByteTokenizer"]
+from .tokenizer import BEGIN_ID, END_ID, PAD_ID, VOCAB_SIZE, ByteStats, ByteTokenizer, register
+
+register()
+
+__all__ = ["BEGIN_ID", "END_ID", "PAD_ID", "VOCAB_SIZE", "ByteStats", "ByteTokenizer", "register"]
