@@ -1,87 +1,202 @@
-"""Build the bundled ABC corpus (IrishMAN format) from the public-domain collections in music21.
+"""Build the bundled ABC corpus (IrishMAN format) from the folk collections shipped in music21.
 
     .venv/bin/python data/build_music_corpus.py --out data/music
 
-Reads every .abc file of music21's corpus folk collections (Essen folksongs, O'Neill's 1850,
-Ryan's Mammoth, Aird's Airs, the Nottingham dataset, misc. folk), splits multi-tune files at `X:`
-lines, transliterates non-ASCII text with the byte tokenizer's policy (counted), drops tunes
-without a key or bar lines, removes exact duplicates, computes IrishMAN-style
-control codes and writes `train.json` / `validation.json` (a deterministic ~2% split by hash).
+Sources (music21's ``corpus`` folder): Essen folksongs (``essenFolksong``; non-commercial
+distribution permitted, see music21/corpus/essenFolksong/license.txt), O'Neill's Music of
+Ireland 1850 (``oneills1850``), Ryan's Mammoth Collection (``ryansMammoth``), Aird's Airs
+(``airdsAirs``), American fife / Northumbrian minstrelsy (``miscFolk``) and the Nottingham
+sample (``nottingham-dataset``): 12,949 tunes. music21's ``josquin`` folder (29 polyphonic
+pieces, GPL-licensed, without bar lines) is not used.
 
-Control codes (TunesFormer/IrishMAN): `S:<sections>` then per section `B:<bars>`, and between
-consecutive sections `E:<0-10>` similarity. Approximations here: sections are split at `||`,
-`|]`, `:|`, `|:` and `::`; bars are the `|`-separated pieces of a section; E is
-round(10 · difflib similarity of the two sections' text).
+Steps, all deterministic (files in sorted order, no randomness):
+
+1. split each file into tunes at ``X:`` lines (:func:`rwkv_mm.music.corpus.split_abc_file`);
+2. drop tunes that are empty / have no key / no music / no bar lines (``tune_problem``);
+3. IrishMAN-style cleaning (``clean_abc``): no ``X:``, header reduced to L, M, (P, V), K;
+   titles, notes, lyrics and comments removed;
+4. the byte tokenizer's non-ASCII policy (transliterate, drop the rest; counted);
+5. drop exact duplicates (after cleaning) and, with ``--check-parse``, tunes that music21
+   cannot parse (with music21 10.5.1 every kept tune parses, so the check is off by default:
+   it takes ~7 minutes on 2 cores);
+6. control codes (below); split by the MD5 of the cleaned tune: 1 in ``--validation-every``
+   (50 → ~2%) goes to validation;
+7. write ``train.json`` / ``validation.json`` as lists of
+   ``{"control code": ..., "abc notation": "X:1\\n" + tune}`` (IrishMAN's layout).
+
+Control codes (TunesFormer / IrishMAN): ``S:<number of sections>``, then for each section
+``E:<similarity>`` to every earlier section (earliest first; none for the first section)
+followed by ``B:<bars in the section>``; e.g. ``S:2\\nB:9\\nE:4\\nB:9\\n``. As computed here:
+
+* bar lines are ``|`` runs with their repeat/end decorations (``|``, ``||``, ``|]``, ``[|``,
+  ``|:``, ``:|``, ``::``, ``:||:``, …); a section ends at every bar line other than a plain
+  ``|`` — except a ``:|`` directly followed by a second-ending number (``:|2`` / ``:|[2``),
+  which stays in the same section (TunesFormer's split would start a 1-bar section there);
+* a bar is a piece between bar lines holding at least one note or rest (pickup bars count);
+* E = round(10 · (1 − Levenshtein(a, b) / max(|a|, |b|))) over the two sections' music with
+  whitespace removed (TunesFormer's edit similarity, quantised to 0..10).
+Approximations: inline-field and chord-symbol text counts as music for E; section markers
+inside ``"..."`` annotations are not expected and not guarded against.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import hashlib
 import json
 import re
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 COLLECTIONS = ("airdsAirs", "essenFolksong", "miscFolk", "nottingham-dataset", "oneills1850", "ryansMammoth")
-_SECTION_MARK = re.compile(r"\|\]|\|\||:\||\|:|::")
-_FIELD = re.compile(r"^[A-Za-z]:")
+_BARLINE = re.compile(r"[:\[]*\|[\]|:]*|::")
+_VOLTA = re.compile(r"^\s*\[?[2-9]")
+_NOTE = re.compile(r"[A-Ga-gzxZ]")
+_FIELD_LINE = re.compile(r"^[A-Za-z]:")
 
 
-def control_codes(abc: str) -> str:
-    """IrishMAN-style S/B/E control codes of one tune (see the module docstring)."""
-    music = " ".join(l for l in abc.splitlines() if l.strip() and not _FIELD.match(l) and not l.startswith("%"))
-    sections = [s for s in _SECTION_MARK.split(music) if s.strip(" |")]
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insert / delete / substitute, cost 1), bit-parallel (Myers 1999)."""
+    if len(a) < len(b):
+        a, b = b, a
+    m = len(b)
+    if m == 0:
+        return len(a)
+    peq: dict[str, int] = {}
+    for i, c in enumerate(b):
+        peq[c] = peq.get(c, 0) | (1 << i)
+    full = (1 << m) - 1
+    top = 1 << (m - 1)
+    pv, mv, score = full, 0, m
+    for c in a:
+        eq = peq.get(c, 0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = (mv | ~(xh | pv)) & full
+        mh = pv & xh
+        if ph & top:
+            score += 1
+        elif mh & top:
+            score -= 1
+        ph = ((ph << 1) | 1) & full
+        mh = (mh << 1) & full
+        pv = (mh | ~(xv | ph)) & full
+        mv = ph & xv
+    return score
+
+
+def edit_similarity(a: str, b: str) -> int:
+    """round(10 · (1 − distance / longer length)): 10 = identical, 0 = nothing in common."""
+    n = max(len(a), len(b))
+    return 10 if n == 0 else round(10 * (1 - levenshtein(a, b) / n))
+
+
+def sections_of(tune: str) -> list[list[str]]:
+    """The tune's sections, each a list of bars (music text without whitespace)."""
+    music = "".join(l for l in tune.splitlines() if l.strip() and not _FIELD_LINE.match(l))
+    music = re.sub(r"\s+", "", music.replace("\\", ""))
+    sections: list[list[str]] = [[]]
+    pos = 0
+    for m in [*_BARLINE.finditer(music), None]:
+        piece = music[pos: m.start() if m else len(music)]
+        if _NOTE.search(piece):
+            sections[-1].append(piece)
+        if m is None:
+            break
+        pos = m.end()
+        bar = m.group()
+        if bar != "|" and sections[-1] and not (":" in bar and _VOLTA.match(music[pos:])):
+            sections.append([])
+    return [s for s in sections if s]
+
+
+def control_codes(tune: str) -> str:
+    """IrishMAN-style S/B/E control codes of one cleaned tune (see the module docstring)."""
+    sections = sections_of(tune)
+    texts = ["|".join(s) for s in sections]
     lines = [f"S:{len(sections)}"]
     for i, sec in enumerate(sections):
-        if i > 0:
-            sim = difflib.SequenceMatcher(None, sections[i - 1], sec).ratio()
-            lines.append(f"E:{round(10 * sim)}")
-        lines.append(f"B:{len([b for b in sec.split('|') if b.strip()])}")
+        lines += [f"E:{edit_similarity(texts[j], texts[i])}" for j in range(i)]
+        lines.append(f"B:{len(sec)}")
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def _parses(tune: str) -> bool:
+    from rwkv_mm.music.scoring import parse_tune
+
+    return parse_tune(tune)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/music")
     parser.add_argument("--validation-every", type=int, default=50, help="1 in N tunes (by hash) to validation")
-    args = parser.parse_args()
+    parser.add_argument("--check-parse", action="store_true",
+                        help="also drop tunes music21 cannot parse (~7 min on 2 cores; none are, with music21 10.5)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for the music21 parse check")
+    args = parser.parse_args(argv)
 
     import music21
 
-    from rwkv_mm.music.corpus import _problem, split_abc_file, strip_x_line
+    from rwkv_mm.music.corpus import clean_abc, split_abc_file, tune_problem
     from rwkv_mm.music.tokenizer import ByteTokenizer
 
-    tok = ByteTokenizer()  # its non-ASCII policy: transliterate (é → e), drop the rest, count both
-
+    t0 = time.time()
+    tok = ByteTokenizer()
     root = Path(music21.__file__).parent / "corpus"
     files = sorted(f for c in COLLECTIONS for f in (root / c).rglob("*.abc"))
-    seen, train, valid, dropped = set(), [], [], {}
-    n_read = 0
+    seen: set[str] = set()
+    tunes: list[str] = []
+    read: Counter = Counter()
+    dropped: Counter = Counter()
     for file in files:
-        for abc in split_abc_file(file.read_text(encoding="utf-8", errors="replace")):
-            n_read += 1
-            reason = _problem(abc)
-            body = tok.decode(tok.encode(strip_x_line(abc)))
-            if reason is None and body in seen:
-                reason = "duplicate"
+        collection = file.relative_to(root).parts[0]
+        for abc in split_abc_file(file.read_text(encoding="utf-8")):
+            read[collection] += 1
+            reason = tune_problem(abc)
+            if reason is None:
+                tune = tok.normalize(clean_abc(abc))
+                reason = "duplicate" if tune in seen else None
             if reason:
-                dropped[reason] = dropped.get(reason, 0) + 1
+                dropped[reason] += 1
                 continue
-            seen.add(body)
-            item = {"control code": control_codes(body), "abc notation": "X:1\n" + body}
-            digest = int(hashlib.md5(body.encode()).hexdigest(), 16)
-            (valid if digest % args.validation_every == 0 else train).append(item)
+            seen.add(tune)
+            tunes.append(tune)
+
+    if args.check_parse:
+        if args.workers > 1:
+            from multiprocessing import Pool
+
+            with Pool(args.workers) as pool:
+                ok = pool.map(_parses, tunes, chunksize=64)
+        else:
+            ok = [_parses(t) for t in tunes]
+        dropped["music21 cannot parse"] = ok.count(False)
+        tunes = [t for t, good in zip(tunes, ok) if good]
+
+    train, valid = [], []
+    for tune in tunes:
+        item = {"control code": control_codes(tune), "abc notation": "X:1\n" + tune}
+        digest = int(hashlib.md5(tune.encode()).hexdigest(), 16)
+        (valid if digest % args.validation_every == 0 else train).append(item)
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, items in (("train.json", train), ("validation.json", valid)):
         (out / name).write_text(json.dumps(items, ensure_ascii=True, indent=0) + "\n")
-    print(f"{len(files)} files, {n_read} tunes read; kept {len(train)} train + {len(valid)} validation; "
-          f"dropped {sum(dropped.values())}: {dropped}; non-ASCII characters transliterated "
-          f"{tok.stats.replaced}, dropped {tok.stats.dropped}")
-    print(f"wrote {out}/train.json ({(out / 'train.json').stat().st_size / 1e6:.1f} MB), "
-          f"{out}/validation.json ({(out / 'validation.json').stat().st_size / 1e6:.2f} MB)")
+    sections = Counter(int(i["control code"].split("\n")[0][2:]) for i in train + valid)
+    print(f"{len(files)} files, {sum(read.values())} tunes read ({', '.join(f'{c} {n}' for c, n in sorted(read.items()))})")
+    print(f"kept {len(train)} train + {len(valid)} validation = {len(train) + len(valid)}; "
+          f"dropped {sum(dropped.values())}: {dict(sorted(dropped.items()))}")
+    print(f"non-ASCII policy: {tok.stats.summary()}")
+    print(f"sections per tune: {dict(sorted(sections.items()))}")
+    for name in ("train.json", "validation.json"):
+        print(f"wrote {out / name} ({(out / name).stat().st_size / 1e6:.2f} MB)")
+    print(f"{time.time() - t0:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
