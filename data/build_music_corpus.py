@@ -13,7 +13,9 @@ Steps, all deterministic (files in sorted order, no randomness):
 
 1. split each file into tunes at ``X:`` lines (:func:`rwkv_mm.music.corpus.split_abc_file`);
 2. drop tunes that are empty / have no key / no music / no bar lines (``tune_problem``);
-3. IrishMAN-style cleaning (``clean_abc``): no ``X:``, header reduced to L, M, (P, V), K;
+3. quoted-printable debris in Ryan's Mammoth is undone: a line-final ``=20`` (an encoded
+   trailing space) is removed and ``=3D`` becomes ``=`` (neither is valid ABC);
+   IrishMAN-style cleaning (``clean_abc``): no ``X:``, header reduced to L, M, (P, V), K;
    titles, notes, lyrics and comments removed;
 4. the byte tokenizer's non-ASCII policy (transliterate, drop the rest; counted);
 5. drop exact duplicates (after cleaning) and, with ``--check-parse``, tunes that music21
@@ -55,6 +57,14 @@ _BARLINE = re.compile(r"[:\[]*\|[\]|:]*|::")
 _VOLTA = re.compile(r"^\s*\[?[2-9]")
 _NOTE = re.compile(r"[A-Ga-gzxZ]")
 _FIELD_LINE = re.compile(r"^[A-Za-z]:")
+_QP_SPACE = re.compile(r"=20[ \t]*$", re.MULTILINE)
+
+
+def undo_quoted_printable(abc: str) -> tuple[str, int]:
+    """``abc`` without line-final ``=20`` and with ``=3D`` → ``=``; and how many were fixed."""
+    abc, n1 = _QP_SPACE.subn("", abc)
+    n2 = abc.count("=3D")
+    return abc.replace("=3D", "="), n1 + n2
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -151,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     tunes: list[str] = []
     read: Counter = Counter()
     dropped: Counter = Counter()
+    qp_fixes = 0
     for file in files:
         collection = file.relative_to(root).parts[0]
         for abc in split_abc_file(file.read_text(encoding="utf-8")):
             read[collection] += 1
             reason = tune_problem(abc)
             if reason is None:
+                abc, fixed = undo_quoted_printable(abc)
+                qp_fixes += fixed
                 tune = tok.normalize(clean_abc(abc))
                 reason = "duplicate" if tune in seen else None
             if reason:
@@ -190,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(files)} files, {sum(read.values())} tunes read ({', '.join(f'{c} {n}' for c, n in sorted(read.items()))})")
     print(f"kept {len(train)} train + {len(valid)} validation = {len(train) + len(valid)}; "
           f"dropped {sum(dropped.values())}: {dict(sorted(dropped.items()))}")
-    print(f"non-ASCII policy: {tok.stats.summary()}")
+    print(f"quoted-printable fixes: {qp_fixes}; non-ASCII policy (after cleaning): {tok.stats.summary()}")
     print(f"sections per tune: {dict(sorted(sections.items()))}")
     for name in ("train.json", "validation.json"):
         print(f"wrote {out / name} ({(out / name).stat().st_size / 1e6:.2f} MB)")
