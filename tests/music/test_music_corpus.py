@@ -135,8 +135,8 @@ def test_control_codes_of_the_build_script():
     aabb = ("L:1/8\nM:4/4\nK:G\n|:GABc dedB|dedB dedB|c2ec B2dB|A2F2 G4:|\n"
             "|:g2gf gdBd|g2f2 e2d2|c2ec B2dB|1A2F2 G4:|2A2F2 G2z2|]\n")
     assert build.control_codes(aabb) == "S:2\nB:4\nE:4\nB:5\n"  # the second ending stays in B
-    aba = "L:1/8\nK:C\nCDEF GABc||cBAG FEDC||CDEF GABc|]\n"
-    assert build.control_codes(aba) == "S:3\nB:2\nE:8\nB:2\nE:10\nE:8\nB:2\n"
+    aba = "L:1/8\nK:C\nCDEF|GABc||cBAG|FEDC||CDEF|GABc|]\n"  # A B A: E lists earlier sections first
+    assert build.control_codes(aba) == "S:3\nB:2\nE:1\nB:2\nE:10\nE:1\nB:2\n"
     assert build.control_codes("L:1/8\nK:C\nCDEF GABc\n") == "S:1\nB:1\n"
     assert build.undo_quoted_printable("AB|=20\nc=3DB|\n") == ("AB|\nc=B|\n", 2)
 
