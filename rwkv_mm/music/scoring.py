@@ -64,9 +64,12 @@ def _parse(text: str):
 
 
 def count_bars(score) -> int:
-    """Measures of the longest part (a score without parts: its own measures)."""
+    """Measures of the longest part (a score without parts: its own measures). music21 makes
+    no Measure objects for music with fewer than two bars (``K:G\n|G|``, or text without bar
+    lines): notes without measures count as one bar."""
     parts = list(score.parts) or [score]
-    return max(len(p.getElementsByClass("Measure")) for p in parts)
+    bars = max(len(p.getElementsByClass("Measure")) for p in parts)
+    return bars if bars or not len(score.flatten().notesAndRests) else 1
 
 
 def parse_tune(text: str) -> tuple[bool, int, str | None]:
@@ -74,7 +77,8 @@ def parse_tune(text: str) -> tuple[bool, int, str | None]:
 
     ``parsed`` is False when music21 raises (malformed ABC) or finds no notes in it; then the
     error says why. Bars are the measures of the longest part (an unterminated last bar
-    counts)."""
+    counts; see :func:`count_bars`). music21 is lenient: any letters a-g read as notes, so
+    prose can "parse" — as one bar, which ``min_bars`` then rejects."""
     try:
         score = _parse(text)
         if not len(score.flatten().notesAndRests):
