@@ -32,9 +32,10 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import Dataset
 
+from rwkv_mm.training.trainer import IGNORE_INDEX
+
 from .tokenizer import ByteStats, ByteTokenizer
 
-IGNORE_INDEX = -100
 _X_LINE = re.compile(r"^X:[^\n]*(\n|$)", re.MULTILINE)
 _X_START = re.compile(r"^X:", re.MULTILINE)
 _FIELD = re.compile(r"^([A-Za-z]):(.*)$")

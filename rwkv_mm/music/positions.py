@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from rwkv_mm.training.trainer import IGNORE_INDEX
 
 
 @torch.no_grad()

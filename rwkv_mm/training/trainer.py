@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import fnmatch
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -117,7 +116,6 @@ class Trainer:
             raise ValueError(f"train.batch_size={cfg.batch_size} must be a multiple of "
                              f"micro_batch_size ({micro}) × processes ({self.world})")
         self.micro_batch = micro
-        self.accum_steps = cfg.batch_size // (micro * self.world)
         self.model = model.to(self.device)
         self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
         if self.param_counts["trainable"] == 0:
