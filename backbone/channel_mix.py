@@ -27,9 +27,13 @@ class ChannelMix(nn.Module):
         self.receptance = Linear(D, D, bias=False)
         self.value = Linear(F, D, bias=False)
 
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor):
-        """x: normed input [B, T, D]; x_prev: [B, D]. Returns (output [B, T, D], new x_prev [B, D])."""
-        shifted = token_shift(x, x_prev)
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None, shifted: torch.Tensor | None = None):
+        """x: normed input [B, T, D]; x_prev: [B, D]. Returns (output [B, T, D], new x_prev [B, D]).
+
+        `shifted` [B, T, D] replaces the token shift (encoders pass Q-Shift's output; x_prev is
+        then unused and may be None)."""
+        if shifted is None:
+            shifted = token_shift(x, x_prev)
         mix_k, mix_r = (getattr(self, n) for n in self.mix_names)
         if self.finch:
             delta = shifted - x

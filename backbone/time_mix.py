@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rwkv_mm.kernels.wkv import wkv, wkv_step
+from rwkv_mm.kernels.wkv_bidirectional import wkv_bidirectional
 
 from .config import RWKVConfig
 from .linear import Linear
@@ -27,11 +28,17 @@ def token_shift(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
 
 
 class _TimeMixBase(nn.Module):
-    """Projections, GroupNorm and the WKV call shared by Eagle and Finch."""
+    """Projections, GroupNorm and the WKV call shared by Eagle and Finch.
 
-    def __init__(self, config: RWKVConfig, layer_id: int) -> None:
+    `bidirectional=True` makes the mixing non-causal for encoders (AudioRWKV): every token reads
+    the whole sequence through `wkv_bidirectional` (forward scan with the bonus + backward scan
+    without it) and no recurrent state is kept.
+    """
+
+    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False) -> None:
         super().__init__()
         self.layer_id = layer_id
+        self.bidirectional = bidirectional
         self.n_head = config.n_head
         self.head_size = config.head_size
         D = config.n_embd
@@ -47,18 +54,28 @@ class _TimeMixBase(nn.Module):
         """Returns (xr, xk, xv, xg, log_decay) for the architecture; log_decay [B, T, H, N] fp32."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor, wkv_state: torch.Tensor):
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None, wkv_state: torch.Tensor | None,
+                shifted: torch.Tensor | None = None):
         """x: normed input [B, T, D]; x_prev: [B, D]; wkv_state: [B, H, N, N] fp32.
 
-        Returns (output [B, T, D], new x_prev [B, D], new wkv_state [B, H, N, N]).
+        `shifted` [B, T, D] replaces the token shift as the "other token" input of the
+        lerp/ddlerp (encoders pass Q-Shift's output; x_prev is then unused and may be None).
+        Returns (output [B, T, D], new x_prev [B, D], new wkv_state [B, H, N, N]); the
+        state is None for a bidirectional module.
         """
         B, T, D = x.shape
         H, N = self.n_head, self.head_size
-        xr, xk, xv, xg, log_w = self._mix_inputs(x, token_shift(x, x_prev))
+        if shifted is None:
+            shifted = token_shift(x, x_prev)
+        xr, xk, xv, xg, log_w = self._mix_inputs(x, shifted)
         r = self.receptance(xr).view(B, T, H, N)
         k = self.key(xk).view(B, T, H, N)
         v = self.value(xv).view(B, T, H, N)
-        if T == 1:
+        if self.bidirectional:
+            if wkv_state is not None:
+                raise ValueError("a bidirectional time mix keeps no state: pass wkv_state=None")
+            y, new_state = wkv_bidirectional(r, k, v, log_w, self.time_faaaa), None
+        elif T == 1:
             y, new_state = wkv_step(r[:, 0], k[:, 0], v[:, 0], log_w[:, 0], self.time_faaaa, wkv_state)
         else:
             y, new_state = wkv(r, k, v, log_w, self.time_faaaa, wkv_state)
@@ -71,8 +88,8 @@ class _TimeMixBase(nn.Module):
 class TimeMixEagle(_TimeMixBase):
     """RWKV-5.2 (Eagle) time mix: lerp token shift, static per-channel decay w = exp(-exp(ω))."""
 
-    def __init__(self, config: RWKVConfig, layer_id: int) -> None:
-        super().__init__(config, layer_id)
+    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False) -> None:
+        super().__init__(config, layer_id, bidirectional)
         D = config.n_embd
         self.time_mix_k = nn.Parameter(torch.empty(1, 1, D))
         self.time_mix_v = nn.Parameter(torch.empty(1, 1, D))
@@ -95,8 +112,8 @@ class TimeMixEagle(_TimeMixBase):
 class TimeMixFinch(_TimeMixBase):
     """RWKV-6 (Finch) time mix: ddlerp token shift (LoRA, 5 groups) and data-dependent decay."""
 
-    def __init__(self, config: RWKVConfig, layer_id: int) -> None:
-        super().__init__(config, layer_id)
+    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False) -> None:
+        super().__init__(config, layer_id, bidirectional)
         D, R, Rd = config.n_embd, config.tm_lora_rank, config.decay_lora_rank
         for name in ("x", "w", "k", "v", "r", "g"):
             setattr(self, f"time_maa_{name}", nn.Parameter(torch.empty(1, 1, D)))
