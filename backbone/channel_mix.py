@@ -17,7 +17,7 @@ class ChannelMix(nn.Module):
     def __init__(self, config: RWKVConfig, layer_id: int) -> None:
         super().__init__()
         self.layer_id = layer_id
-        self.finch = config.version == "6"
+        self.finch = config.version in ("6", "goldfinch")  # GoldFinch keeps Finch's channel mix
         D, F = config.n_embd, config.dim_ffn
         prefix = "time_maa" if self.finch else "time_mix"
         self.mix_names = (f"{prefix}_k", f"{prefix}_r")

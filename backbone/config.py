@@ -1,4 +1,4 @@
-"""Model configuration for the Eagle (RWKV-5) and Finch (RWKV-6) backbones."""
+"""Model configuration for the Eagle (RWKV-5), Finch (RWKV-6) and GoldFinch backbones."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-# Accepted spellings of the two architectures, mapped to the canonical "5" / "6".
+# Accepted spellings of the three architectures, mapped to the canonical "5" / "6" / "goldfinch".
 _VERSION_ALIASES = {
     "5": "5", "5.2": "5", "x052": "5", "eagle": "5", "rwkv5": "5", "rwkv-5": "5",
     "6": "6", "6.0": "6", "x060": "6", "finch": "6", "rwkv6": "6", "rwkv-6": "6",
+    "goldfinch": "goldfinch", "gold-finch": "goldfinch", "gf": "goldfinch",
 }
+
+# Fields that only GoldFinch uses (None for Eagle/Finch, left out of their `to_dict`).
+_GOLDFINCH_FIELDS = ("n_gold_layer", "key_cache_dim", "gold_lora_rank", "rope_base")
 
 
 def default_dim_ffn(n_embd: int) -> int:
@@ -20,20 +24,30 @@ def default_dim_ffn(n_embd: int) -> int:
 
 @dataclass
 class RWKVConfig:
-    """Shapes and options of an RWKV-5 (Eagle) or RWKV-6 (Finch) language model.
+    """Shapes and options of an RWKV-5 (Eagle), RWKV-6 (Finch) or GoldFinch language model.
 
     Attributes:
-        version: "5" (Eagle, x052) or "6" (Finch, x060).
+        version: "5" (Eagle, x052), "6" (Finch, x060) or "goldfinch" (Finch-C2 layers below,
+            GOLD attention layers on top, one compressed key cache; arXiv 2407.12077).
         n_layer: number of blocks L.
         n_embd: model width D.
         vocab_size: V (65536 for the World models, 128 for the ABC music model).
         head_size: N, channels per head (H = D / N heads).
         dim_ffn: channel-mix hidden size F; default int(3.5·D) rounded down to a multiple of 32.
-        tm_lora_rank: Finch token-shift (ddlerp) LoRA rank; default 32, or 64 when D >= 4096.
-        decay_lora_rank: Finch decay LoRA rank; default 64, or 128 when D >= 4096.
-        gate: Eagle's SiLU output gate (RWKV-5.0 files have none; 5.1 and later do).
+        tm_lora_rank: Finch token-shift (ddlerp) LoRA rank; default 32, or 64 when D >= 4096
+            (GoldFinch: always 32; also the rank of the GOLD query-shift LoRA).
+        decay_lora_rank: Finch decay LoRA rank; default 64, or 128 when D >= 4096 (GoldFinch:
+            always 64; also the rank of Finch-C2's v2 LoRA).
+        gate: the SiLU output gate; default True for Eagle/Finch (RWKV-5.0 files have none) and
+            False for GoldFinch (Finch-C2 has no gate).
         head_size_divisor: the official x/8 before GroupNorm; realised as GroupNorm eps·divisor².
         layer_norm_eps: eps of the LayerNorms.
+        n_gold_layer: GoldFinch only: how many top layers are GOLD; default L - int(2L/3) (the
+            paper's one third: layers below s = int(2L/3) are Finch-C2).
+        key_cache_dim: GoldFinch only: width of the compressed key cache; default D // 16.
+        gold_lora_rank: GoldFinch only: rank of the GOLD key/value LoRAs; default max(D // 16, 64).
+        rope_base: GoldFinch only: RoPE base of the GOLD attention; None (default) = no
+            positional encoding, as in the paper's main models.
     """
 
     version: str = "6"
@@ -44,14 +58,19 @@ class RWKVConfig:
     dim_ffn: int | None = None
     tm_lora_rank: int | None = None
     decay_lora_rank: int | None = None
-    gate: bool = True
+    gate: bool | None = None
     head_size_divisor: int = 8
     layer_norm_eps: float = 1e-5
+    n_gold_layer: int | None = None
+    key_cache_dim: int | None = None
+    gold_lora_rank: int | None = None
+    rope_base: float | None = None
 
     def __post_init__(self) -> None:
         key = str(self.version).strip().lower()
         if key not in _VERSION_ALIASES:
-            raise ValueError(f"RWKVConfig.version={self.version!r}: expected '5' (Eagle) or '6' (Finch)")
+            raise ValueError(f"RWKVConfig.version={self.version!r}: expected '5' (Eagle), '6' (Finch) "
+                             "or 'goldfinch'")
         self.version = _VERSION_ALIASES[key]
         for name in ("n_layer", "n_embd", "vocab_size", "head_size"):
             value = getattr(self, name)
@@ -62,15 +81,53 @@ class RWKVConfig:
         if self.n_embd % self.head_size != 0:
             raise ValueError(
                 f"RWKVConfig.n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
-        big = self.n_embd >= 4096
+        big = self.n_embd >= 4096 and self.version != "goldfinch"  # GoldFinch's code keeps 32/64
         if self.dim_ffn is None:
             self.dim_ffn = default_dim_ffn(self.n_embd)
         if self.tm_lora_rank is None:
             self.tm_lora_rank = 64 if big else 32
         if self.decay_lora_rank is None:
             self.decay_lora_rank = 128 if big else 64
+        if self.version == "goldfinch":
+            self._resolve_goldfinch()
+            return
+        if self.gate is None:
+            self.gate = True
         if self.version == "6" and not self.gate:
             raise ValueError("RWKVConfig.gate=False exists only for Eagle (RWKV-5.0 files)")
+        given = [name for name in _GOLDFINCH_FIELDS if getattr(self, name) is not None]
+        if given:
+            raise ValueError(f"RWKVConfig.{given[0]} is a GoldFinch option; this config is "
+                             f"version={self.version!r} (set version='goldfinch' to use it)")
+
+    def _resolve_goldfinch(self) -> None:
+        """Defaults and checks of the GoldFinch-only fields."""
+        L, D = self.n_layer, self.n_embd
+        if self.gate:
+            raise ValueError("RWKVConfig.gate=True: GoldFinch's Finch-C2 time mix has no gate")
+        self.gate = False
+        if L < 2:
+            raise ValueError(f"RWKVConfig.n_layer={L}: GoldFinch needs at least 2 layers "
+                             "(Finch-C2 below, GOLD on top)")
+        if self.n_gold_layer is None:
+            self.n_gold_layer = L - (2 * L) // 3
+        if not isinstance(self.n_gold_layer, int) or not 1 <= self.n_gold_layer < L:
+            raise ValueError(f"RWKVConfig.n_gold_layer={self.n_gold_layer!r}: expected an int in "
+                             f"[1, {L - 1}] (at least one Finch-C2 layer must produce the cache)")
+        if self.key_cache_dim is None:
+            self.key_cache_dim = max(D // 16, 1)
+        if self.gold_lora_rank is None:
+            self.gold_lora_rank = max(D // 16, 64)
+        for name in ("key_cache_dim", "gold_lora_rank"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"RWKVConfig.{name}={value!r}: expected a positive int")
+        if self.rope_base is not None:
+            if self.head_size % 2:
+                raise ValueError(f"RWKVConfig.rope_base needs an even head_size, got {self.head_size}")
+            if float(self.rope_base) <= 1.0:
+                raise ValueError(f"RWKVConfig.rope_base={self.rope_base!r}: expected a number > 1")
+            self.rope_base = float(self.rope_base)
 
     @property
     def n_head(self) -> int:
@@ -78,17 +135,37 @@ class RWKVConfig:
         return self.n_embd // self.head_size
 
     @property
+    def is_goldfinch(self) -> bool:
+        return self.version == "goldfinch"
+
+    @property
+    def first_gold_layer(self) -> int:
+        """GoldFinch: index s of the first GOLD layer (layers 0..s-1 are Finch-C2)."""
+        if not self.is_goldfinch:
+            raise ValueError(f"first_gold_layer: version {self.version!r} has no GOLD layers")
+        return self.n_layer - self.n_gold_layer
+
+    @property
     def group_norm_eps(self) -> float:
         """GroupNorm eps on the un-divided WKV output (= 1e-5 on x / head_size_divisor)."""
         return 1e-5 * self.head_size_divisor ** 2
 
     def state_numel(self) -> int:
-        """Recurrent-state floats per sequence: L·(2D + H·N²) (paper Eq. 30 gives 66·D·L for N=64)."""
-        return self.n_layer * (2 * self.n_embd + self.n_head * self.head_size ** 2)
+        """Recurrent-state floats per sequence: L·(2D + H·N²) (paper Eq. 30 gives 66·D·L for N=64).
+
+        GoldFinch: the fixed-size part only, s·(2D + H·N²) + (L - s)·2D; its key cache grows
+        with the context on top of this (see `GoldFinchState.cache_nbytes`)."""
+        wkv = self.n_head * self.head_size ** 2
+        n_wkv = self.first_gold_layer if self.is_goldfinch else self.n_layer
+        return self.n_layer * 2 * self.n_embd + n_wkv * wkv
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON/YAML-safe) of every field."""
-        return dataclasses.asdict(self)
+        """Plain dict (JSON/YAML-safe) of every field (GoldFinch-only fields only for GoldFinch)."""
+        values = dataclasses.asdict(self)
+        if not self.is_goldfinch:
+            for name in _GOLDFINCH_FIELDS:
+                values.pop(name)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RWKVConfig":

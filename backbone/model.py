@@ -13,6 +13,30 @@ from .state import RWKVState
 from .time_mix import TimeMixEagle, TimeMixFinch
 
 
+def embed_inputs(emb: nn.Embedding, tokens: torch.Tensor | None,
+                 inputs_embeds: torch.Tensor | None) -> torch.Tensor:
+    """The [B, T, D] input of a language model from exactly one of tokens [B, T] or
+    inputs_embeds [B, T, D], with the checks (and messages) every backbone uses."""
+    V, D = emb.weight.shape
+    if (tokens is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of tokens [B, T] or inputs_embeds [B, T, D]")
+    if tokens is not None:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens: expected [B, T], got shape {tuple(tokens.shape)}")
+        if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < V:
+            raise ValueError(f"token ids must lie in [0, {V}); got "
+                             f"min {int(tokens.min())}, max {int(tokens.max())}")
+        x = emb(tokens)
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != D:
+            raise ValueError(f"inputs_embeds: expected [B, T, {D}], "
+                             f"got shape {tuple(inputs_embeds.shape)}")
+        x = inputs_embeds
+    if x.shape[1] == 0:
+        raise ValueError("empty sequence: T must be at least 1")
+    return x
+
+
 class Block(nn.Module):
     """One residual block: x += TimeMix(LN1(x)); x += ChannelMix(LN2(x)). Block 0 also owns ln0,
     the LayerNorm applied to the embeddings (official key `blocks.0.ln0`)."""
@@ -51,6 +75,9 @@ class RWKV(nn.Module):
 
     def __init__(self, config: RWKVConfig, init_weights: bool = True) -> None:
         super().__init__()
+        if config.is_goldfinch:
+            raise ValueError("RWKV(config) builds Eagle or Finch; for version='goldfinch' use "
+                             "build_backbone(config) (or GoldFinch(config))")
         self.config = config
         self.emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
@@ -78,23 +105,8 @@ class RWKV(nn.Module):
         Returns:
             (logits [B, T, V] — or hidden states —, new RWKVState)
         """
-        if (tokens is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of tokens [B, T] or inputs_embeds [B, T, D]")
-        if tokens is not None:
-            if tokens.dim() != 2:
-                raise ValueError(f"tokens: expected [B, T], got shape {tuple(tokens.shape)}")
-            if tokens.numel() and not 0 <= int(tokens.min()) <= int(tokens.max()) < self.config.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.config.vocab_size}); got "
-                                 f"min {int(tokens.min())}, max {int(tokens.max())}")
-            x = self.emb(tokens)
-        else:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.n_embd:
-                raise ValueError(f"inputs_embeds: expected [B, T, {self.config.n_embd}], "
-                                 f"got shape {tuple(inputs_embeds.shape)}")
-            x = inputs_embeds
+        x = embed_inputs(self.emb, tokens, inputs_embeds)
         B, T, _ = x.shape
-        if T == 0:
-            raise ValueError("empty sequence: T must be at least 1")
         if state is None:
             state = self.zero_state(B)
         elif state.batch_size != B:

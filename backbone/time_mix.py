@@ -1,4 +1,4 @@
-"""Time mixing (the attention replacement) of Eagle (x052) and Finch (x060).
+"""Time mixing (the attention replacement) of Eagle (x052) and Finch (x060); Finch-C2 subclasses Finch.
 
 Parameter names and shapes are the official checkpoints' (`blocks.i.att.*`), so a state dict of
 these modules is the official layout.
@@ -28,14 +28,18 @@ def token_shift(x: torch.Tensor, x_prev: torch.Tensor) -> torch.Tensor:
 
 
 class _TimeMixBase(nn.Module):
-    """Projections, GroupNorm and the WKV call shared by Eagle and Finch.
+    """Projections, output norm and the WKV call shared by Eagle and Finch (and Finch-C2).
 
     `bidirectional=True` makes the mixing non-causal for encoders (AudioRWKV): every token reads
     the whole sequence through `wkv_bidirectional` (forward scan with the bonus + backward scan
     without it) and no recurrent state is kept.
+    `head_norm=False` replaces the per-head GroupNorm of the WKV output by one LayerNorm over all
+    D channels, and `bonus=False` drops the current-token bonus u (`time_faaaa`): both for
+    GoldFinch's Finch-C2 time mix.
     """
 
-    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False) -> None:
+    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False, *,
+                 head_norm: bool = True, bonus: bool = True) -> None:
         super().__init__()
         self.layer_id = layer_id
         self.bidirectional = bidirectional
@@ -47,8 +51,12 @@ class _TimeMixBase(nn.Module):
         self.value = Linear(D, D, bias=False)
         self.output = Linear(D, D, bias=False)
         self.gate = Linear(D, D, bias=False) if config.gate else None
-        self.ln_x = nn.GroupNorm(config.n_head, D, eps=config.group_norm_eps)
-        self.time_faaaa = nn.Parameter(torch.empty(config.n_head, config.head_size))  # u: [H, N]
+        if head_norm:
+            self.ln_x = nn.GroupNorm(config.n_head, D, eps=config.group_norm_eps)
+        else:
+            self.ln_x = nn.LayerNorm(D, eps=config.layer_norm_eps)
+        if bonus:
+            self.time_faaaa = nn.Parameter(torch.empty(config.n_head, config.head_size))  # u: [H, N]
 
     def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
         """Returns (xr, xk, xv, xg, log_decay) for the architecture; log_decay [B, T, H, N] fp32."""
@@ -112,27 +120,42 @@ class TimeMixEagle(_TimeMixBase):
 class TimeMixFinch(_TimeMixBase):
     """RWKV-6 (Finch) time mix: ddlerp token shift (LoRA, 5 groups) and data-dependent decay."""
 
-    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False) -> None:
-        super().__init__(config, layer_id, bidirectional)
+    #: the ddlerp groups, in the order of the shared LoRA's slots; group `g` owns `time_maa_<g>`
+    mix_groups: tuple[str, ...] = ("w", "k", "v", "r", "g")
+
+    def __init__(self, config: RWKVConfig, layer_id: int, bidirectional: bool = False,
+                 **base_options) -> None:
+        super().__init__(config, layer_id, bidirectional, **base_options)
         D, R, Rd = config.n_embd, config.tm_lora_rank, config.decay_lora_rank
-        for name in ("x", "w", "k", "v", "r", "g"):
+        n = len(self.mix_groups)
+        for name in ("x", *self.mix_groups):
             setattr(self, f"time_maa_{name}", nn.Parameter(torch.empty(1, 1, D)))
-        self.time_maa_w1 = nn.Parameter(torch.empty(D, 5 * R))
-        self.time_maa_w2 = nn.Parameter(torch.empty(5, R, D))
+        self.time_maa_w1 = nn.Parameter(torch.empty(D, n * R))
+        self.time_maa_w2 = nn.Parameter(torch.empty(n, R, D))
         self.time_decay = nn.Parameter(torch.empty(1, 1, D))
         self.time_decay_w1 = nn.Parameter(torch.empty(D, Rd))
         self.time_decay_w2 = nn.Parameter(torch.empty(Rd, D))
 
-    def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
+    def _ddlerp(self, x: torch.Tensor, shifted: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The data-dependent lerp of every group in `mix_groups`: {group: [B, T, D]}."""
         # Finch's maa weights the *previous* token: x + (x_prev - x)·(μ + LoRA(x)).
         B, T, D = x.shape
+        n = len(self.mix_groups)
         delta = shifted - x  # [B, T, D]
         xxx = torch.addcmul(x, delta, self.time_maa_x)
-        lora = torch.tanh(xxx @ self.time_maa_w1).view(B * T, 5, -1).transpose(0, 1)  # [5, BT, R]
-        mix = torch.bmm(lora, self.time_maa_w2).view(5, B, T, D)  # [5, B, T, D]: w, k, v, r, g
-        mu = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r,
-                          self.time_maa_g]).view(5, 1, 1, D)
-        xw, xk, xv, xr, xg = torch.addcmul(x, delta, mix + mu).unbind(0)  # one pass for all five
+        lora = torch.tanh(xxx @ self.time_maa_w1).view(B * T, n, -1).transpose(0, 1)  # [n, BT, R]
+        mix = torch.bmm(lora, self.time_maa_w2).view(n, B, T, D)  # [n, B, T, D]
+        mu = torch.stack([getattr(self, f"time_maa_{g}") for g in self.mix_groups]).view(n, 1, 1, D)
+        mixed = torch.addcmul(x, delta, mix + mu).unbind(0)  # one pass for all groups
+        return dict(zip(self.mix_groups, mixed))
+
+    def _log_decay(self, xw: torch.Tensor) -> torch.Tensor:
+        """Data-dependent log decay -exp(ω + tanh(xw A) B): [B, T, D] fp32."""
         ww = torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2  # [B, T, D]
-        log_w = -torch.exp((self.time_decay + ww).float())
-        return xr, xk, xv, xg, log_w.view(B, T, self.n_head, self.head_size)
+        return -torch.exp((self.time_decay + ww).float())
+
+    def _mix_inputs(self, x: torch.Tensor, shifted: torch.Tensor):
+        B, T, _ = x.shape
+        m = self._ddlerp(x, shifted)
+        log_w = self._log_decay(m["w"]).view(B, T, self.n_head, self.head_size)
+        return m["r"], m["k"], m["v"], m["g"], log_w
