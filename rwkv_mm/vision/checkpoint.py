@@ -1,0 +1,148 @@
+"""VisualRWKV files: ours (a folder) and released VisualRWKV checkpoints (one state dict).
+
+Ours: `<dir>/backbone.pth` (the LM in BlinkDL's official layout, readable by `rwkv-mm generate`
+and BlinkDL's runtime), `<dir>/projector.pth` (the projector's state dict) and
+`<dir>/visual_rwkv.json` (vision tower settings, template, image position, layer reversal).
+The tower's weights are not copied: it is frozen and rebuilt from its source.
+
+Released (howard-hou/VisualRWKV v5/v6): one `.pth` with `rwkv.<official keys>`,
+`vit.vision_model.*` (a transformers CLIPVisionModel) and `proj.weight` [D, C]; or the export
+script's pair `*_rwkv.pth` (prefix stripped) + `*_visual.pth`. The CLIP weights inside are
+used as they are (a CLIPVisionModel is rebuilt from their shapes), so no download is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rwkv_mm.backbone import read_state_dict, save_model, state_dict_to_model
+from rwkv_mm.backbone.checkpoint import CheckpointError, atomic_write
+from rwkv_mm.recipe import build_config
+
+from .conversation import ChatTemplate
+from .model import VisualRWKV
+from .projector import build_projector
+from .tower import VisionConfig, VisionTower, build_vision_tower
+
+META_FILE = "visual_rwkv.json"
+
+
+def save_visual_rwkv(model: VisualRWKV, out_dir: str | Path, vision: VisionConfig,
+                     template: ChatTemplate, image_position: str) -> Path:
+    """Write backbone.pth, projector.pth and visual_rwkv.json into `out_dir` (each atomically)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model(model.rwkv, out_dir / "backbone.pth")
+    proj_sd = {k: v.detach().cpu().contiguous() for k, v in model.proj.state_dict().items()}
+    atomic_write(out_dir / "projector.pth", lambda tmp: torch.save(proj_sd, tmp))
+    meta = {"format": "rwkv_mm.visual_rwkv/1", "backbone": "backbone.pth", "projector": "projector.pth",
+            "vision": dataclasses.asdict(vision), "template": dataclasses.asdict(template),
+            "image_position": image_position, "reverse_image_odd_layers": model.reverse_image_odd_layers}
+    text = json.dumps(meta, indent=2)
+    return atomic_write(out_dir / META_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
+def _projector_from_state_dict(sd: dict[str, torch.Tensor], source: str) -> tuple[str, nn.Module]:
+    """Rebuild a projector from its weights: {weight} = linear; {0.*, 2.*} = mlp2x_gelu."""
+    if set(sd) == {"weight"}:
+        out_dim, in_dim = sd["weight"].shape
+        kind = "linear"
+    elif {"0.weight", "0.bias", "2.weight", "2.bias"} == set(sd):
+        out_dim, in_dim = sd["0.weight"].shape
+        kind = "mlp2x_gelu"
+    else:
+        raise CheckpointError(f"{source}: projector keys {sorted(sd)} are neither a bias-free Linear "
+                              "(weight) nor mlp2x_gelu (0.weight, 0.bias, 2.weight, 2.bias)")
+    proj = build_projector(kind, in_dim, out_dim)
+    proj.load_state_dict({k: v.float() for k, v in sd.items()})
+    return kind, proj
+
+
+def _hf_tower_from_state_dict(sd: dict[str, torch.Tensor], vision: VisionConfig, source: str) -> VisionTower:
+    """A transformers CLIPVisionModel with the shapes and weights of `vit.*` keys."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    sd = {k.removeprefix("vision_model."): v for k, v in sd.items()}  # transformers 4.x keys
+    pe = sd.get("embeddings.patch_embedding.weight")
+    pos = sd.get("embeddings.position_embedding.weight")
+    fc1 = sd.get("encoder.layers.0.mlp.fc1.weight")
+    if pe is None or pos is None or fc1 is None:
+        raise CheckpointError(f"{source}: vit.* keys are not a transformers CLIPVisionModel "
+                              "(vision_model.embeddings.patch_embedding.weight missing)")
+    hidden, _, patch, _ = pe.shape
+    grid = int(round((pos.shape[0] - 1) ** 0.5))
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers."))
+    cfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=fc1.shape[0], num_hidden_layers=layers,
+                           num_attention_heads=max(hidden // 64, 1), image_size=grid * patch,
+                           patch_size=patch, hidden_act="quick_gelu")
+    vit = CLIPVisionModel(cfg)
+    prefix = "vision_model." if any(k.startswith("vision_model.") for k in vit.state_dict()) else ""
+    missing, unexpected = vit.load_state_dict({prefix + k: v.float() for k, v in sd.items()}, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing:
+        raise CheckpointError(f"{source}: vit.* is missing CLIP keys {missing[:5]}")
+    return VisionTower(vit, "hf", cfg.image_size, hidden, grid * grid, vision.layer, vision.keep_cls)
+
+
+def _split_released(sd: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+    rwkv, vit, proj = {}, {}, {}
+    for key, value in sd.items():
+        for prefix, target in (("rwkv.", rwkv), ("vit.", vit), ("proj.", proj),
+                               ("vision_encoder.vit.", vit), ("vision_encoder.proj.", proj)):
+            if key.startswith(prefix):
+                target[key[len(prefix):]] = value
+                break
+    return rwkv, vit, proj
+
+
+def load_released_visual_rwkv(path: str | Path, vision: VisionConfig | None = None,
+                              visual_path: str | Path | None = None) -> VisualRWKV:
+    """A released VisualRWKV checkpoint (one file, or `*_rwkv.pth` + `visual_path`).
+
+    Its own CLIP weights (`vit.*`) are used when present; otherwise the tower comes from
+    `vision` (default: open_clip ViT-L-14-336, last layer, CLS kept — VisualRWKV-5's choice).
+    """
+    path = Path(path)
+    sd = read_state_dict(path)
+    if visual_path is not None:
+        sd = {**{f"rwkv.{k}": v for k, v in sd.items()}, **read_state_dict(visual_path)}
+    rwkv_sd, vit_sd, proj_sd = _split_released(sd)
+    if not rwkv_sd or not proj_sd:
+        raise CheckpointError(f"{path}: expected keys rwkv.* and proj.* (a VisualRWKV checkpoint); "
+                              f"got e.g. {sorted(sd)[:5]} — for the export script's pair pass the "
+                              "_visual.pth file as visual_path")
+    rwkv = state_dict_to_model({k: v.float() for k, v in rwkv_sd.items()}, source=f"{path} (rwkv.*)")
+    _, proj = _projector_from_state_dict(proj_sd, f"{path} (proj.*)")
+    vision = vision or VisionConfig()
+    tower = _hf_tower_from_state_dict(vit_sd, vision, str(path)) if vit_sd else build_vision_tower(vision)
+    return VisualRWKV(rwkv, tower, proj).eval()
+
+
+def read_meta(folder: str | Path) -> dict:
+    """The visual_rwkv.json of one of our saved models."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: not a VisualRWKV folder ({META_FILE} missing)")
+    return json.loads(path.read_text())
+
+
+def load_visual_rwkv(path: str | Path, with_tower: bool = True) -> tuple[VisualRWKV, dict]:
+    """Our folder (or a released `.pth`) -> (model in eval mode, meta dict with `vision`
+    (VisionConfig), `template` (ChatTemplate), `image_position`)."""
+    path = Path(path)
+    if path.is_file():
+        model = load_released_visual_rwkv(path)
+        return model, {"vision": VisionConfig(), "template": ChatTemplate(), "image_position": "first"}
+    meta = read_meta(path)
+    vision = build_config(VisionConfig, meta["vision"], "vision")
+    template = build_config(ChatTemplate, meta["template"], "template")
+    rwkv = state_dict_to_model(read_state_dict(path / meta["backbone"]), source=str(path / meta["backbone"]))
+    _, proj = _projector_from_state_dict(read_state_dict(path / meta["projector"]), str(path / meta["projector"]))
+    tower = build_vision_tower(vision) if with_tower else None
+    model = VisualRWKV(rwkv, tower, proj, meta.get("reverse_image_odd_layers", False)).eval()
+    return model, {"vision": vision, "template": template, "image_position": meta.get("image_position", "first")}

@@ -1,0 +1,130 @@
+"""The VisualRWKV fusion model: projected CLIP features replace the `<image>` placeholders.
+
+Submodule names follow the released VisualRWKV checkpoints: `rwkv` (the Eagle/Finch backbone in
+the official layout), `vit` (the frozen tower), `proj` (the projector).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rwkv_mm.backbone import RWKV, RWKVState
+
+from .conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
+from .tower import VisionTower
+
+
+def image_span_reversal(input_ids: torch.Tensor) -> torch.Tensor | None:
+    """Index [B, T] that reverses each row's contiguous image-placeholder span (None if no image).
+
+    Applying it twice is the identity; VisualRWKV-6 runs its odd layers on the reversed order.
+    """
+    is_image = input_ids == IMAGE_TOKEN_ID  # [B, T]
+    if not bool(is_image.any()):
+        return None
+    B, T = input_ids.shape
+    pos = torch.arange(T, device=input_ids.device).expand(B, T)
+    big = torch.full_like(pos, T)
+    start = torch.where(is_image, pos, big).min(dim=1, keepdim=True).values  # [B, 1]
+    end = torch.where(is_image, pos, -1).max(dim=1, keepdim=True).values  # [B, 1] inclusive
+    return torch.where(is_image, start + end - pos, pos)
+
+
+class VisualRWKV(nn.Module):
+    """Eagle/Finch LM with a CLIP front end.
+
+    Args:
+        rwkv: the language model.
+        vit: the frozen vision tower (None when only precomputed features are used).
+        proj: the projector, [.., C] -> [.., D].
+        reverse_image_odd_layers: run odd layers over the image span in reverse (VisualRWKV-6).
+    """
+
+    def __init__(self, rwkv: RWKV, vit: VisionTower | None, proj: nn.Module,
+                 reverse_image_odd_layers: bool = False) -> None:
+        super().__init__()
+        self.rwkv, self.vit, self.proj = rwkv, vit, proj
+        self.reverse_image_odd_layers = reverse_image_odd_layers
+
+    @property
+    def num_image_tokens(self) -> int:
+        if self.vit is None:
+            raise ValueError("this VisualRWKV has no vision tower")
+        return self.vit.num_tokens
+
+    def image_embeddings(self, images: torch.Tensor | None = None,
+                         image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """images [N, 3, S, S] (through the frozen tower) or tower features [N, P, C] -> [N, P, D]."""
+        if image_features is None:
+            if self.vit is None:
+                raise ValueError("no vision tower: pass image_features [N, P, C]")
+            image_features = self.vit(images)
+        return self.proj(image_features.to(self.proj_dtype))
+
+    @property
+    def proj_dtype(self) -> torch.dtype:
+        return next(self.proj.parameters()).dtype
+
+    def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings [B, T, D] with the placeholders (row-major order) replaced by
+        `image_embeds` [N, P, D]: image n fills the n-th run of P placeholders."""
+        is_image = input_ids == IMAGE_TOKEN_ID
+        x = self.rwkv.emb(input_ids.clamp(min=0))  # [B, T, D]
+        n_slots = int(is_image.sum())
+        n_given = 0 if image_embeds is None else image_embeds.shape[0] * image_embeds.shape[1]
+        if n_slots != n_given:
+            raise ValueError(f"input_ids hold {n_slots} image placeholders but {n_given} image "
+                             f"embeddings were given ({None if image_embeds is None else tuple(image_embeds.shape)})")
+        if n_slots:
+            x = x.masked_scatter(is_image.unsqueeze(-1), image_embeds.to(x.dtype).reshape(-1, x.shape[-1]))
+        return x
+
+    def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
+                state: RWKVState | None = None, *, image_features: torch.Tensor | None = None,
+                last_only: bool = False, return_hidden: bool = False):
+        """input_ids [B, T] with IMAGE_TOKEN_ID placeholders; images [N, 3, S, S] or
+        image_features [N, P, C] for the N images in row-major order. Returns (logits [B, T, V]
+        or hidden [B, T, D], state), as `RWKV.forward`."""
+        has_image = images is not None or image_features is not None
+        embeds = self.image_embeddings(images, image_features) if has_image else None
+        x = self.embed(input_ids, embeds)
+        perm = image_span_reversal(input_ids) if self.reverse_image_odd_layers else None
+        if perm is None:
+            return self.rwkv(inputs_embeds=x, state=state, last_only=last_only, return_hidden=return_hidden)
+        return self._forward_reversing(x, perm, state, last_only, return_hidden)
+
+    def _forward_reversing(self, x: torch.Tensor, perm: torch.Tensor, state: RWKVState | None,
+                           last_only: bool, return_hidden: bool):
+        """The backbone's forward with odd layers run on the image-reversed order."""
+        rwkv = self.rwkv
+        B = x.shape[0]
+        state = state if state is not None else rwkv.zero_state(B)
+        L = rwkv.config.n_layer
+        new_state = RWKVState([None] * L, [None] * L, [None] * L)
+        index = perm.unsqueeze(-1).expand_as(x)  # [B, T, D]
+        for block in rwkv.blocks:
+            odd = block.layer_id % 2 == 1
+            if odd:
+                x = x.gather(1, index)
+            x = block(x, state, new_state)
+            if odd:
+                x = x.gather(1, index)
+        if last_only:
+            x = x[:, -1:]
+        x = rwkv.ln_out(x)
+        return (x if return_hidden else rwkv.head(x)), new_state
+
+
+def vlm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trainer loss: next-token cross entropy on answer tokens only. The head runs only at the
+    positions that have a target (image and prompt positions cost no [V]-wide logits)."""
+    inner = model.module if hasattr(model, "module") else model
+    hidden, _ = model(batch["input_ids"], images=batch.get("images"),
+                      image_features=batch.get("image_features"), return_hidden=True)  # [B, T, D]
+    targets = batch["targets"]
+    keep = targets != IGNORE_INDEX
+    logits = inner.rwkv.head(hidden[keep])  # [n, V]
+    loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss_sum, keep.sum(), logits
