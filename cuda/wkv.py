@@ -25,12 +25,17 @@ WkvFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 def _cuda_impl() -> WkvFn | None:
-    """CUDA kernel for CUDA tensors, with ``wkv``'s signature; None while there is none.
+    """CUDA kernel for CUDA tensors, with ``wkv``'s signature; None with a CPU-only torch.
 
-    PLUG-IN POINT: the CUDA kernel (a later issue) returns its entry point here; ``wkv`` then
-    uses it for CUDA tensors and keeps the chunked form for everything else.
+    The entry point (`wkv_cuda.wkv_cuda_or_fallback`) builds the kernels on its first call and
+    keeps the chunked form for what they don't cover (head sizes other than 32/64/128, fp64), and,
+    after one warning, when they cannot be built.
     """
-    return None
+    if torch.version.cuda is None:
+        return None
+    from .wkv_cuda import wkv_cuda_or_fallback  # imports nothing heavy; builds nothing yet
+
+    return wkv_cuda_or_fallback
 
 
 def wkv(

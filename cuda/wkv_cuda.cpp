@@ -1,0 +1,128 @@
+// torch binding of the WKV CUDA kernels (wkv_cuda.cu): argument checks, output allocation, the
+// current stream. Built per head size by rwkv_mm.kernels.wkv_cuda (-DWKV_N=<head size>).
+// c10/cuda only: ATen/cuda/CUDAContext.h would pull in cuBLAS / cuSPARSE headers, which a minimal
+// CUDA toolkit (nvcc and the runtime) lacks.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "wkv_cuda.h"
+
+namespace {
+
+int dtype_code(at::ScalarType t) {
+    switch (t) {
+        case at::kFloat: return kWkvF32;
+        case at::kHalf: return kWkvF16;
+        case at::kBFloat16: return kWkvBF16;
+        default: TORCH_CHECK(false, "WKV CUDA kernels take float32, float16 or bfloat16, got ", t);
+    }
+    return -1;
+}
+
+WkvSeq seq(const torch::Tensor& x) { return WkvSeq{x.data_ptr(), x.stride(0), x.stride(1), x.stride(2)}; }
+
+void check_seq(const char* name, const torch::Tensor& x, const torch::Tensor& r) {
+    TORCH_CHECK(x.is_cuda(), name, " must be a CUDA tensor");
+    TORCH_CHECK(x.device() == r.device(), name, " must be on r's device");
+    TORCH_CHECK(x.sizes() == r.sizes(), name, " must have r's shape ", r.sizes(), ", got ", x.sizes());
+    TORCH_CHECK(x.stride(3) == 1, name, " must have unit stride over channels");
+}
+
+void check_dense_f32(const char* name, const torch::Tensor& x, at::IntArrayRef shape, const torch::Tensor& r) {
+    TORCH_CHECK(x.device() == r.device(), name, " must be on r's device");
+    TORCH_CHECK(x.scalar_type() == at::kFloat, name, " must be float32");
+    TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
+    TORCH_CHECK(x.sizes() == shape, name, " must have shape ", shape, ", got ", x.sizes());
+}
+
+void check_inputs(const torch::Tensor& r, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& w,
+                  const torch::Tensor& u, const std::optional<torch::Tensor>& s0) {
+    TORCH_CHECK(r.dim() == 4, "r must be [B, T, H, N], got ", r.sizes());
+    TORCH_CHECK(r.size(3) == WKV_N, "this build is for head size ", WKV_N, ", got N = ", r.size(3));
+    check_seq("r", r, r);
+    check_seq("k", k, r);
+    check_seq("v", v, r);
+    check_seq("w", w, r);
+    TORCH_CHECK(k.scalar_type() == r.scalar_type() && v.scalar_type() == r.scalar_type(),
+                "r, k, v must share a dtype");
+    TORCH_CHECK(w.scalar_type() == r.scalar_type() || w.scalar_type() == at::kFloat,
+                "w must have r's dtype or float32, got ", w.scalar_type());
+    const int64_t B = r.size(0), H = r.size(2);
+    check_dense_f32("u", u, {H, WKV_N}, r);
+    if (s0) check_dense_f32("state", *s0, {B, H, WKV_N, WKV_N}, r);
+    TORCH_CHECK(r.size(0) * r.size(2) <= (int64_t{1} << 24) && r.size(1) < (int64_t{1} << 31),
+                "B*H or T too large for the WKV kernels");
+}
+
+void check_status(int status, const char* what) {
+    TORCH_CHECK(status != kWkvUnsupportedDtype, what, ": unsupported dtype combination");
+    TORCH_CHECK(status == 0, what, " failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)));
+}
+
+const float* opt_ptr(const std::optional<torch::Tensor>& x) { return x ? x->data_ptr<float>() : nullptr; }
+
+}  // namespace
+
+// (y [B, T, H, N] in r's dtype, final state [B, H, N, N] fp32)
+std::tuple<torch::Tensor, torch::Tensor> forward(const torch::Tensor& r, const torch::Tensor& k, const torch::Tensor& v,
+                                                 const torch::Tensor& w, const torch::Tensor& u,
+                                                 const std::optional<torch::Tensor>& s0) {
+    check_inputs(r, k, v, w, u, s0);
+    const c10::cuda::CUDAGuard guard(r.device());
+    const int64_t B = r.size(0), T = r.size(1), H = r.size(2);
+    auto y = torch::empty({B, T, H, WKV_N}, r.options().memory_format(at::MemoryFormat::Contiguous));
+    auto s_out = torch::empty({B, H, WKV_N, WKV_N}, r.options().dtype(at::kFloat));
+    const int status = wkv_forward(dtype_code(r.scalar_type()), dtype_code(w.scalar_type()), static_cast<int>(B),
+                                   static_cast<int>(T), static_cast<int>(H), seq(r), seq(k), seq(v), seq(w),
+                                   u.data_ptr<float>(), opt_ptr(s0), y.data_ptr(), s_out.data_ptr<float>(),
+                                   c10::cuda::getCurrentCUDAStream().stream());
+    check_status(status, "WKV forward");
+    return {y, s_out};
+}
+
+// (dr, dk, dv [B, T, H, N] in r's dtype, dw in w's dtype, du per batch [B, H, N] fp32,
+//  d(initial state) [B, H, N, N] fp32 or None when s0 is None)
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor, std::optional<torch::Tensor>>
+backward(const torch::Tensor& r, const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& w,
+         const torch::Tensor& u, const std::optional<torch::Tensor>& s0, const torch::Tensor& s_out,
+         const torch::Tensor& dy, const std::optional<torch::Tensor>& ds_out) {
+    check_inputs(r, k, v, w, u, s0);
+    check_seq("dy", dy, r);
+    TORCH_CHECK(dy.scalar_type() == r.scalar_type(), "dy must have r's dtype");
+    const int64_t B = r.size(0), T = r.size(1), H = r.size(2);
+    check_dense_f32("s_out", s_out, {B, H, WKV_N, WKV_N}, r);
+    if (ds_out) check_dense_f32("ds_out", *ds_out, {B, H, WKV_N, WKV_N}, r);
+    const c10::cuda::CUDAGuard guard(r.device());
+    const auto dense = r.options().memory_format(at::MemoryFormat::Contiguous);
+    auto dr = torch::empty({B, T, H, WKV_N}, dense);
+    auto dk = torch::empty({B, T, H, WKV_N}, dense);
+    auto dv = torch::empty({B, T, H, WKV_N}, dense);
+    auto dw = torch::empty({B, T, H, WKV_N}, dense.dtype(w.scalar_type()));
+    auto acc = w.scalar_type() == at::kFloat ? dw : torch::empty({B, T, H, WKV_N}, dense.dtype(at::kFloat));
+    auto du_part = torch::empty({B, H, WKV_N}, dense.dtype(at::kFloat));
+    std::optional<torch::Tensor> ds0;
+    if (s0) ds0 = torch::empty({B, H, WKV_N, WKV_N}, dense.dtype(at::kFloat));
+    const int status = wkv_backward(
+        dtype_code(r.scalar_type()), dtype_code(w.scalar_type()), static_cast<int>(B), static_cast<int>(T),
+        static_cast<int>(H), seq(r), seq(k), seq(v), seq(w), u.data_ptr<float>(), opt_ptr(s0),
+        s_out.data_ptr<float>(), seq(dy), opt_ptr(ds_out), dr.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+        dw.data_ptr(), acc.data_ptr<float>(), du_part.data_ptr<float>(), ds0 ? ds0->data_ptr<float>() : nullptr,
+        c10::cuda::getCurrentCUDAStream().stream());
+    check_status(status, "WKV backward");
+    return {dr, dk, dv, dw, du_part, ds0};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.doc() = "WKV (Eagle/Finch) CUDA kernels with state in and out, head size " + std::to_string(WKV_N);
+    m.def("forward", &forward, "WKV forward: (y, final state)", py::arg("r"), py::arg("k"), py::arg("v"),
+          py::arg("w"), py::arg("u"), py::arg("s0"));
+    m.def("backward", &backward, "WKV backward: (dr, dk, dv, dw, du per batch, d initial state)", py::arg("r"),
+          py::arg("k"), py::arg("v"), py::arg("w"), py::arg("u"), py::arg("s0"), py::arg("s_out"), py::arg("dy"),
+          py::arg("ds_out"));
+    m.attr("head_size") = wkv_head_size();
+}

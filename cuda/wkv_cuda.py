@@ -1,0 +1,315 @@
+"""The WKV CUDA kernels (``wkv_cuda.cu``): lazy build, autograd Function and entry points.
+
+``wkv_cuda(r, k, v, w, u, state)`` has the contract of `rwkv_mm.kernels.wkv.wkv` (r, k, v, w
+[B, T, H, N] with ``w`` the log decay, u [H, N], state [B, H, N, N] fp32 key-first) for CUDA
+tensors with head size N in `HEAD_SIZES` and fp32 / fp16 / bf16 inputs; all math and the state
+are fp32. Gradients flow to r, k, v, w, u and the initial state, and a gradient of the final
+state is accepted, so a long sequence can be trained in segments.
+
+Eagle (RWKV-5) and Finch (RWKV-6) share the kernel: Eagle's static decay is passed as a broadcast
+view ``w[None, None].expand(B, T, H, N)`` and read through its zero strides (no copy; its gradient
+comes back full-size and autograd's expand sums it). r, k, v and w may be any strided views with
+unit channel stride (e.g. slices of a fused projection); w may be fp32 while r, k, v are 16-bit.
+
+The extension is compiled on first use with `torch.utils.cpp_extension.load` (ninja), once per
+head size, from the sources next to this module, and cached by torch in its extensions directory
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). Anything that makes a build
+impossible (a CPU-only torch, no CUDA toolkit, no ninja, a compile error) raises `WkvBuildError`
+naming the cause; `wkv_cuda_or_fallback` -- what `rwkv_mm.kernels.wkv.wkv` uses for CUDA tensors --
+then warns once and runs the chunked PyTorch form instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from .wkv_chunked import check_wkv_args, wkv_chunked
+
+__all__ = [
+    "HEAD_SIZES",
+    "WkvBuildError",
+    "build",
+    "find_cuda_home",
+    "wkv_cuda",
+    "wkv_cuda_or_fallback",
+]
+
+#: Head sizes the kernels are written for (one build each).
+HEAD_SIZES = (32, 64, 128)
+#: Sources, relative to this module's folder (the header is found through the include path).
+SOURCES = ("wkv_cuda.cpp", "wkv_cuda.cu")
+SOURCE_DIR = Path(__file__).resolve().parent
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+_builds: dict[tuple[Any, ...], ModuleType] = {}
+_failed: dict[int, str] = {}  # head size -> why its build failed (warned once)
+
+
+class WkvBuildError(RuntimeError):
+    """The WKV CUDA extension cannot be built or loaded here; the message says what is missing."""
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------
+def _is_cuda_home(path: str | os.PathLike[str] | None) -> bool:
+    if not path:
+        return False
+    p = Path(path)
+    return (p / "bin" / "nvcc").is_file() and (p / "include" / "cuda_runtime.h").is_file()
+
+
+def find_cuda_home() -> Path | None:
+    """The CUDA toolkit root: $CUDA_HOME, $CUDA_PATH, torch's guess, then /usr/local/cuda.
+
+    A candidate counts only if it has ``bin/nvcc`` and ``include/cuda_runtime.h`` -- torch guesses
+    from the ``nvcc`` on PATH, which is wrong when that is a wrapper script (e.g. /usr/local/bin).
+    """
+    from torch.utils import cpp_extension
+
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), cpp_extension.CUDA_HOME]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(nvcc).resolve().parent.parent))
+    candidates.append("/usr/local/cuda")
+    for c in candidates:
+        if _is_cuda_home(c):
+            return Path(c)  # type: ignore[arg-type]
+    return None
+
+
+def _arch_flags(arch: Sequence[str] | None) -> list[str]:
+    """nvcc -gencode flags: the given compute capabilities ("90", "8.0"), else TORCH_CUDA_ARCH_LIST
+    (left to torch), else the current GPU."""
+    if arch:
+        nums = [a.replace(".", "") for a in arch]
+        return [f"-gencode=arch=compute_{n},code=sm_{n}" for n in nums]
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        return []
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        return [f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"]
+    raise WkvBuildError(
+        "no GPU is visible to choose the target architecture: pass arch=('90',) to build() "
+        "or set TORCH_CUDA_ARCH_LIST"
+    )
+
+
+def _ensure_ninja() -> None:
+    """Put the pip ``ninja`` package's binary on PATH when no ninja is there (e.g. a venv's python
+    run without activating the venv)."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja  # type: ignore[import-not-found]
+
+        bin_dir = ninja.BIN_DIR
+    except (ImportError, AttributeError) as e:
+        raise WkvBuildError("ninja is not installed (pip install ninja): torch needs it to build extensions") from e
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+
+
+def build(
+    head_size: int = 64,
+    *,
+    arch: Sequence[str] | None = None,
+    fast: bool = False,
+    build_directory: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+) -> ModuleType:
+    """Compile (or load from torch's cache) the extension for one head size.
+
+    Args:
+        head_size: N, one of `HEAD_SIZES`.
+        arch: compute capabilities to compile for, e.g. ``("90",)``; default: TORCH_CUDA_ARCH_LIST,
+            else the current GPU. Needed when no GPU is visible (the compile test).
+        fast: instantiate bf16 only (``-DWKV_FAST_BUILD``), for the compile test.
+        build_directory: where ninja builds; default: torch's extensions directory.
+        verbose: show the compiler commands.
+
+    Returns:
+        The loaded module: ``forward``, ``backward`` and ``head_size``.
+
+    Raises:
+        ValueError: head_size is not supported.
+        WkvBuildError: a CPU-only torch, no CUDA toolkit, no ninja, or a compile error.
+    """
+    if head_size not in HEAD_SIZES:
+        raise ValueError(f"head size {head_size} is not supported by the WKV CUDA kernels; use one of {HEAD_SIZES}")
+    key = (head_size, tuple(arch or ()), fast, str(build_directory or ""))
+    if key in _builds:
+        return _builds[key]
+    if torch.version.cuda is None:
+        raise WkvBuildError(f"torch {torch.__version__} is a CPU-only build: the WKV CUDA kernels need a CUDA build of torch")
+    cuda_home = find_cuda_home()
+    if cuda_home is None:
+        raise WkvBuildError(
+            "no CUDA toolkit found (bin/nvcc and include/cuda_runtime.h under $CUDA_HOME, $CUDA_PATH, "
+            "torch's guess or /usr/local/cuda): install it or set CUDA_HOME to its root, e.g. /usr/local/cuda"
+        )
+    from torch.utils import cpp_extension
+
+    # torch read CUDA_HOME once, at import; point it at the toolkit found above.
+    cpp_extension.CUDA_HOME = str(cuda_home)
+    _ensure_ninja()
+    defines = [f"-DWKV_N={head_size}"] + (["-DWKV_FAST_BUILD"] if fast else [])
+    arch_flags = _arch_flags(arch)
+    name = f"rwkv_mm_wkv_n{head_size}" + ("_fast" if fast else "")
+    if arch:
+        name += "_sm" + "_".join(a.replace(".", "") for a in arch)
+    if build_directory is not None:
+        Path(build_directory).mkdir(parents=True, exist_ok=True)
+    try:
+        module = cpp_extension.load(
+            name=name,
+            sources=[str(SOURCE_DIR / s) for s in SOURCES],
+            extra_include_paths=[str(SOURCE_DIR)],
+            extra_cflags=["-O3", *defines],
+            extra_cuda_cflags=["-O3", "-std=c++17", *defines, *arch_flags],
+            build_directory=None if build_directory is None else str(build_directory),
+            verbose=verbose,
+        )
+    except Exception as e:  # torch raises RuntimeError / OSError / ImportError / CalledProcessError
+        raise WkvBuildError(f"building the WKV CUDA kernels (head size {head_size}) failed: {e}") from e
+    _builds[key] = module
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd
+# --------------------------------------------------------------------------------------------
+class WkvFunction(torch.autograd.Function):
+    """WKV through a kernel module (``forward``/``backward`` as in wkv_cuda.cpp).
+
+    Inputs are already prepared by `_apply`: r, k, v of one kernel dtype, w of that dtype or fp32,
+    unit channel stride; u [H, N] and the state fp32 contiguous.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, r, k, v, w, u, state, ext):  # type: ignore[override]
+        y, s_out = ext.forward(r, k, v, w, u, state)  # [B, T, H, N], [B, H, N, N]
+        ctx.ext = ext
+        ctx.has_state = state is not None
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(r, k, v, w, u, state, s_out)
+        return y, s_out
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor | None, ds_out: torch.Tensor | None):  # type: ignore[override]
+        r, k, v, w, u, state, s_out = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(r)
+        elif dy.dtype != r.dtype or dy.stride(-1) != 1:
+            dy = dy.to(r.dtype).contiguous()
+        if ds_out is not None:
+            ds_out = ds_out.float().contiguous()
+        dr, dk, dv, dw, du_part, ds0 = ctx.ext.backward(r, k, v, w, u, state, s_out, dy, ds_out)
+        du = du_part.sum(0)  # [H, N]
+        return dr, dk, dv, dw, du, (ds0 if ctx.has_state else None), None
+
+
+def _channels_dense(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x in ``dtype`` with unit channel stride (other strides, even 0, are kept)."""
+    x = x.to(dtype)
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _kernel_dtype(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+    dt = r.dtype if r.dtype == k.dtype == v.dtype else torch.promote_types(torch.promote_types(r.dtype, k.dtype), v.dtype)
+    if dt not in _KERNEL_DTYPES:
+        raise ValueError(f"the WKV CUDA kernels take float32, float16 or bfloat16 inputs, got {dt}")
+    return dt
+
+
+def _apply(
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    state: torch.Tensor | None,
+    ext: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cast / restride the inputs for the kernels (differentiably) and run `WkvFunction`."""
+    out_dtype = r.dtype
+    dt = _kernel_dtype(r, k, v)
+    rr, kk, vv = (_channels_dense(x, dt) for x in (r, k, v))  # [B, T, H, N]
+    ww = _channels_dense(w, w.dtype if w.dtype in (dt, torch.float32) else torch.float32)
+    uu = u.float().contiguous()  # [H, N]
+    ss = None if state is None else state.float().contiguous()  # [B, H, N, N]
+    y, s_out = WkvFunction.apply(rr, kk, vv, ww, uu, ss, ext)
+    return y.to(out_dtype), s_out
+
+
+def wkv_cuda(
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV with the CUDA kernels (building them on first use).
+
+    Args:
+        r, k, v, w: [B, T, H, N] CUDA tensors, fp32 / fp16 / bf16, N in `HEAD_SIZES`; ``w`` is the
+            log decay (<= 0) and may be a broadcast view.
+        u: [H, N] bonus for the current token.
+        state: optional [B, H, N, N] initial state (key index first); None means zeros.
+
+    Returns:
+        ``(y, state_out)``: y [B, T, H, N] in ``r``'s dtype, state_out [B, H, N, N] fp32.
+
+    Raises:
+        ValueError: a shape, dtype, device or head size the kernels don't take.
+        WkvBuildError: the extension cannot be built here.
+    """
+    check_wkv_args(r, k, v, w, u, state)
+    tensors = [x for x in (r, k, v, w, u, state) if x is not None]
+    if not all(x.is_cuda and x.device == r.device for x in tensors):
+        raise ValueError("wkv_cuda needs all tensors on one CUDA device")
+    _kernel_dtype(r, k, v)
+    if r.shape[1] == 0:
+        return wkv_chunked(r, k, v, w, u, state)
+    ext = build(r.shape[-1])
+    with torch.cuda.device(r.device):
+        return _apply(r, k, v, w, u, state, ext)
+
+
+def wkv_cuda_or_fallback(
+    r: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`wkv_cuda` where the kernels apply, else the chunked form; same contract.
+
+    The chunked form runs, silently, for head sizes outside `HEAD_SIZES` and for fp64 inputs, and
+    -- after one warning per head size -- when the extension cannot be built.
+    """
+    N = r.shape[-1]
+    usable = (
+        N in HEAD_SIZES
+        and N not in _failed
+        and all(x.dtype in _KERNEL_DTYPES for x in (r, k, v, w))
+        and r.shape[1] > 0
+    )
+    if usable:
+        try:
+            build(N)
+        except WkvBuildError as e:
+            _failed[N] = str(e)
+            warnings.warn(f"WKV CUDA kernels unavailable, using the chunked PyTorch form: {e}", RuntimeWarning, stacklevel=2)
+        else:
+            return wkv_cuda(r, k, v, w, u, state)
+    return wkv_chunked(r, k, v, w, u, state)
