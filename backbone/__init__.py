@@ -1,7 +1,10 @@
-"""Eagle (RWKV-5) and Finch (RWKV-6) language-model backbone (installed as rwkv_mm.backbone).
+"""Eagle (RWKV-5), Finch (RWKV-6) and GoldFinch language-model backbones (installed as
+rwkv_mm.backbone).
 
 Public API:
     RWKVConfig, RWKV, RWKVState          — the model and its recurrent state
+    GoldFinch, GoldFinchState            — the GoldFinch hybrid and its state + key cache
+    build_backbone                       — RWKV or GoldFinch, from config.version
     load_model, save_model               — official BlinkDL .pth / .safetensors weights
     param_groups, make_optimizer         — the paper's AdamW groups (App. H)
     WorldTokenizer, load_tokenizer       — the RWKV World tokenizer
@@ -11,7 +14,10 @@ Public API:
 
 from .checkpoint import (CheckpointError, UnsupportedVersionError, config_from_state_dict,
                          detect_version, load_model, read_state_dict, save_model, state_dict_to_model)
+from .build import build_backbone
 from .config import RWKVConfig
+from .goldfinch import GoldFinch
+from .goldfinch_state import GoldFinchState
 from .generate import generate_text, generate_tokens, prefill
 from .linear import to_decode_layout
 from .model import RWKV
@@ -21,7 +27,8 @@ from .state import RWKVState
 from .tokenizer import WorldTokenizer, load_tokenizer
 
 __all__ = [
-    "RWKVConfig", "RWKV", "RWKVState", "load_model", "save_model", "read_state_dict",
+    "RWKVConfig", "RWKV", "RWKVState", "GoldFinch", "GoldFinchState", "build_backbone",
+    "load_model", "save_model", "read_state_dict",
     "state_dict_to_model", "config_from_state_dict", "detect_version", "CheckpointError",
     "UnsupportedVersionError", "param_groups", "make_optimizer", "WorldTokenizer", "load_tokenizer",
     "SamplingConfig", "sample_logits", "generate_text", "generate_tokens", "prefill",

@@ -1,5 +1,7 @@
 """Reading and writing backbone weights in BlinkDL's official layout (.pth) or as .safetensors.
 
+GoldFinch files use the GoldFinch code's layout (see `goldfinch_checkpoint.py`).
+
 Official RWKV-5/6 World files hold a flat state dict (`emb.weight`, `blocks.i.att.*`, ...) and no
 config: the architecture is detected from the keys and every size is inferred from the shapes, as
 BlinkDL's runtime does. Our own saves use the same layout, so the runtime reads them back.
@@ -16,7 +18,10 @@ from pathlib import Path
 
 import torch
 
+from . import goldfinch_checkpoint
+from .build import build_backbone
 from .config import RWKVConfig
+from .goldfinch import GoldFinch
 from .model import RWKV
 
 
@@ -49,7 +54,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def detect_version(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> str:
-    """'6', '5.2', '5.1' or '5.0' from the keys and shapes, as BlinkDL's runtime tells them apart.
+    """'6', '5.2', '5.1' or '5.0' from the keys and shapes, as BlinkDL's runtime tells them apart;
+    'goldfinch' for a GoldFinch file (it has the key cache's `w_kv_cache_a.weight`).
 
     Raises UnsupportedVersionError for RWKV-4 and RWKV-7 files.
     """
@@ -61,6 +67,8 @@ def detect_version(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> s
     if "emb.weight" not in keys:
         raise CheckpointError(f"{source}: no 'emb.weight' key; is this an RWKV language-model state dict? "
                               f"first keys: {sorted(keys)[:8]}")
+    if goldfinch_checkpoint.is_goldfinch_state_dict(sd):
+        return "goldfinch"
     if any(k.endswith("att.time_maa_x") for k in keys):
         return "6"
     if not any(k.endswith("att.ln_x.weight") for k in keys):
@@ -87,6 +95,8 @@ def _shape(sd: dict[str, torch.Tensor], key: str, source: str) -> tuple[int, ...
 def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> RWKVConfig:
     """Infer the RWKVConfig of an official-layout state dict from its keys and shapes."""
     version = detect_version(sd, source)
+    if version == "goldfinch":
+        return goldfinch_checkpoint.goldfinch_config(sd, _shape, CheckpointError, source)
     V, D = _shape(sd, "emb.weight", source)
     layer_ids = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
     if not layer_ids:
@@ -133,7 +143,7 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(n for n in shape if n != 1)
 
 
-def check_state_dict(model: RWKV, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+def check_state_dict(model: RWKV | GoldFinch, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Raise CheckpointError listing missing keys, unexpected keys and shape mismatches."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(sd))
@@ -154,14 +164,17 @@ def check_state_dict(model: RWKV, sd: dict[str, torch.Tensor], source: str = "ch
 
 def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None = None,
                         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                        source: str = "state dict") -> RWKV:
-    """Build an RWKV model holding the weights of an official-layout state dict."""
+                        source: str = "state dict") -> RWKV | GoldFinch:
+    """Build an RWKV (or GoldFinch) model holding the weights of an official-layout state dict."""
     if config is None:
         config = config_from_state_dict(sd, source)
-    if detect_version(sd, source) in ("5.0", "5.1"):
+    version = detect_version(sd, source)
+    if version in ("5.0", "5.1"):
         sd = _upgrade_legacy_v5(sd, config)
+    elif version == "goldfinch":
+        sd = goldfinch_checkpoint.from_file_layout(sd, config)
     with torch.device("meta"):
-        model = RWKV(config, init_weights=False)
+        model = build_backbone(config, init_weights=False)
     check_state_dict(model, sd, source)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     sd = {k: v.reshape(expected[k]).to(device=device, dtype=dtype) for k, v in sd.items()}
@@ -170,9 +183,9 @@ def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None =
 
 
 def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
-               device: str | torch.device = "cpu") -> RWKV:
-    """Load an Eagle/Finch model from an official BlinkDL `.pth` (v5.2, v6; also 5.0/5.1) or from
-    our own `.pth`/`.safetensors` saves. Sizes come from the tensor shapes."""
+               device: str | torch.device = "cpu") -> RWKV | GoldFinch:
+    """Load an Eagle/Finch model from an official BlinkDL `.pth` (v5.2, v6; also 5.0/5.1), a
+    GoldFinch model, or our own `.pth`/`.safetensors` saves. Sizes come from the tensor shapes."""
     path = Path(path)
     sd = read_state_dict(path)
     config = None
@@ -201,11 +214,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-def save_model(model: RWKV, path: str | os.PathLike) -> Path:
+def save_model(model: RWKV | GoldFinch, path: str | os.PathLike) -> Path:
     """Write the model's weights in the official layout (`.pth`, readable by BlinkDL's `rwkv`
-    runtime) or as `.safetensors` (with the config in its metadata). Atomic: temp file + rename."""
+    runtime; GoldFinch: the GoldFinch code's layout) or as `.safetensors` (with the config in its
+    metadata). Atomic: temp file + rename."""
     path = Path(path)
-    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if model.config.is_goldfinch:
+        sd = goldfinch_checkpoint.to_file_layout(model)
+    else:
+        sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
 

@@ -1,4 +1,8 @@
-"""Text generation: one parallel prefill of the prompt, then O(1)-per-token recurrent decoding."""
+"""Text generation: one parallel prefill of the prompt, then O(1)-per-token recurrent decoding.
+
+Works for every backbone with the `logits, state = model(tokens, state)` convention: Eagle/Finch
+(`RWKV`, `RWKVState`) and GoldFinch (`GoldFinch`, `GoldFinchState`, whose decoding attends over
+its key cache)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,19 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .goldfinch import GoldFinch
+from .goldfinch_state import GoldFinchState
 from .model import RWKV
 from .sampling import Sampler, SamplingConfig
 from .state import RWKVState
 
+Model = RWKV | GoldFinch
+State = RWKVState | GoldFinchState
+
 
 @torch.inference_mode()
-def prefill(model: RWKV, tokens: list[int] | torch.Tensor, state: RWKVState | None = None,
-            chunk_len: int = 4096) -> tuple[torch.Tensor, RWKVState]:
+def prefill(model: Model, tokens: list[int] | torch.Tensor, state: State | None = None,
+            chunk_len: int = 4096) -> tuple[torch.Tensor, State]:
     """Feed a prompt through the model (chunked parallel form, head only at the last position).
 
     Returns (logits of the last position [V] fp32, state). Long prompts go in pieces of
@@ -29,10 +38,10 @@ def prefill(model: RWKV, tokens: list[int] | torch.Tensor, state: RWKVState | No
 
 
 @torch.inference_mode()
-def generate_tokens(model: RWKV, prompt_tokens: list[int], max_tokens: int = 200,
+def generate_tokens(model: Model, prompt_tokens: list[int], max_tokens: int = 200,
                     sampling: SamplingConfig | None = None, seed: int | None = None,
                     stop_tokens: tuple[int, ...] = (0,),
-                    state: RWKVState | None = None) -> Iterator[int]:
+                    state: State | None = None) -> Iterator[int]:
     """Yield up to `max_tokens` sampled token ids after the prompt; stops at any `stop_tokens`
     (0 = end-of-text for the World tokenizer), which is not yielded."""
     sampler = Sampler(sampling, model.config.vocab_size, seed=seed)
@@ -47,7 +56,7 @@ def generate_tokens(model: RWKV, prompt_tokens: list[int], max_tokens: int = 200
         logits = out[0, -1].float()
 
 
-def generate_text(model: RWKV, tokenizer, prompt: str, max_tokens: int = 200,
+def generate_text(model: Model, tokenizer, prompt: str, max_tokens: int = 200,
                   sampling: SamplingConfig | None = None, seed: int | None = None,
                   on_text: Callable[[str], None] | None = None) -> str:
     """Generate a continuation of `prompt`; `on_text` receives the text as it is produced

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from rwkv_mm.backbone import RWKV, RWKVConfig, SamplingConfig, load_model, save_model
+from rwkv_mm.backbone import RWKVConfig, SamplingConfig, build_backbone, load_model, save_model
 from rwkv_mm.runners import register_runner
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.trainer import Trainer
@@ -22,7 +23,8 @@ from rwkv_mm.training.trainer import Trainer
 
 @dataclass
 class MusicModelConfig:
-    """Backbone shape (V is fixed at 128 bytes). Paper: Eagle, L=24, D=512."""
+    """Backbone shape (V is fixed at 128 bytes). Paper: Eagle, L=24, D=512.
+    version: "5" (Eagle), "6" (Finch) or "goldfinch"."""
 
     version: str = "5"
     n_layer: int = 24
@@ -64,7 +66,7 @@ class MusicRunConfig:
     init_from: str | None = None  # a .pth/.safetensors backbone (e.g. RWKV-5-ABC-82M) to start from
 
 
-def build_model(cfg: MusicRunConfig) -> RWKV:
+def build_model(cfg: MusicRunConfig) -> nn.Module:
     """A fresh App. I-initialised model, or the weights of `init_from` (must have V=128)."""
     if cfg.init_from:
         model = load_model(cfg.init_from)
@@ -74,8 +76,8 @@ def build_model(cfg: MusicRunConfig) -> RWKV:
         return model
     torch.manual_seed(cfg.train.seed)
     m = cfg.model
-    return RWKV(RWKVConfig(version=m.version, n_layer=m.n_layer, n_embd=m.n_embd, vocab_size=128,
-                           head_size=m.head_size))
+    return build_backbone(RWKVConfig(version=m.version, n_layer=m.n_layer, n_embd=m.n_embd,
+                                     vocab_size=128, head_size=m.head_size))
 
 
 def _limit(items: list, n: int) -> list:
