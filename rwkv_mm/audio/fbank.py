@@ -1,0 +1,173 @@
+"""Kaldi-compatible log-mel filterbank (as AST uses it), batched and on any device.
+
+`KaldiFbank` computes what `torchaudio.compliance.kaldi.fbank` (Kaldi's compute-fbank-feats)
+computes for one clip, for a whole batch [B, L] at once: frames of 25 ms every 10 ms that fit
+entirely in the signal (snip_edges), per-frame DC removal, pre-emphasis 0.97 (the first sample
+of a frame uses itself as its predecessor), a symmetric window, zero padding to the next power
+of two, the power spectrum, triangular filters equally spaced on Kaldi's mel scale
+1127·ln(1 + f/700) between `low_freq` and `high_freq` (Nyquist bin excluded), and
+log(max(energy, float32 eps)). No dither. The filters are built here from those formulas,
+independently of torchaudio; `reference_fbank` is torchaudio's function, the reference the
+tests and bench/fbank.py compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: numeric_limits<float>::epsilon(), Kaldi's floor before the log
+FLOAT_EPS = float(torch.finfo(torch.float32).eps)
+WINDOWS = ("hanning", "hamming", "povey", "rectangular")
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    """Filterbank settings (Kaldi option names in parentheses). Defaults: AST's features."""
+
+    sample_rate: int = 16000  # (sample-frequency)
+    num_mel_bins: int = 128  # (num-mel-bins)
+    frame_length_ms: float = 25.0  # (frame-length)
+    frame_shift_ms: float = 10.0  # (frame-shift)
+    low_freq: float = 20.0  # (low-freq)
+    high_freq: float = 0.0  # (high-freq); <= 0 is an offset from Nyquist
+    preemphasis: float = 0.97  # (preemphasis-coefficient)
+    remove_dc_offset: bool = True  # (remove-dc-offset)
+    window: str = "hanning"  # (window-type); Kaldi's default is povey, AST uses hanning
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"FbankConfig.window={self.window!r}: expected one of {WINDOWS}")
+        if self.num_mel_bins < 4:
+            raise ValueError(f"FbankConfig.num_mel_bins={self.num_mel_bins}: need at least 4")
+        if self.window_size < 2 or self.window_shift < 1:
+            raise ValueError(f"FbankConfig: frame_length_ms={self.frame_length_ms} and frame_shift_ms="
+                             f"{self.frame_shift_ms} give {self.window_size}/{self.window_shift} samples")
+
+    @property
+    def window_size(self) -> int:
+        """Samples per frame (400 at 16 kHz, 25 ms)."""
+        return int(self.sample_rate * self.frame_length_ms * 1e-3)
+
+    @property
+    def window_shift(self) -> int:
+        """Samples between frame starts (160 at 16 kHz, 10 ms)."""
+        return int(self.sample_rate * self.frame_shift_ms * 1e-3)
+
+    @property
+    def n_fft(self) -> int:
+        """FFT length: the window size rounded up to a power of two (512)."""
+        return 1 << (self.window_size - 1).bit_length()
+
+    def num_frames(self, n_samples: int) -> int:
+        """Frames Kaldi produces for `n_samples` (snip_edges: only frames that fit)."""
+        if n_samples < self.window_size:
+            return 0
+        return 1 + (n_samples - self.window_size) // self.window_shift
+
+    def num_samples(self, n_frames: int) -> int:
+        """The shortest signal that gives `n_frames` frames (1024 frames: 163,840 samples = 10.24 s)."""
+        return self.window_size + (n_frames - 1) * self.window_shift
+
+
+def kaldi_mel_banks(cfg: FbankConfig) -> torch.Tensor:
+    """Triangular mel filters as a [n_fft/2 + 1, num_mel_bins] float32 matrix (Nyquist row zero).
+
+    Filter m spans mel points m, m+1, m+2 of num_mel_bins + 2 equally spaced points between
+    mel(low_freq) and mel(high_freq), mel(f) = 1127·ln(1 + f/700); its weight at FFT bin i
+    (frequency i·sr/n_fft) rises linearly in mel from 0 at the left point to 1 at the centre and
+    falls to 0 at the right. Computed in single precision like Kaldi's MelBanks: the lowest
+    filters hold weights ~1e-3 that come from differences of nearby mel values, and matching
+    the reference's rounding of those keeps near-silent bins within 1e-3 in the log domain.
+    """
+    nyquist = cfg.sample_rate / 2
+    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
+    if not 0 <= cfg.low_freq < high <= nyquist:
+        raise ValueError(f"FbankConfig: need 0 <= low_freq ({cfg.low_freq}) < high_freq ({high}) "
+                         f"<= Nyquist ({nyquist})")
+    f32 = torch.float32
+    lo = 1127.0 * math.log(1.0 + cfg.low_freq / 700.0)
+    hi = 1127.0 * math.log(1.0 + high / 700.0)
+    delta = (hi - lo) / (cfg.num_mel_bins + 1)
+    m = torch.arange(cfg.num_mel_bins, dtype=f32)[:, None]  # [M, 1]
+    left, centre, right = lo + m * delta, lo + (m + 1.0) * delta, lo + (m + 2.0) * delta
+    n_bins = cfg.n_fft // 2
+    freq = (cfg.sample_rate / cfg.n_fft) * torch.arange(n_bins, dtype=f32)  # [n_bins]
+    bin_mel = (1127.0 * torch.log(1.0 + freq / 700.0))[None]  # [1, n_bins]
+    up = (bin_mel - left) / (centre - left)
+    down = (right - bin_mel) / (right - centre)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)  # [M, n_bins]
+    return torch.cat([banks, banks.new_zeros(cfg.num_mel_bins, 1)], dim=1).T.contiguous()  # [n_bins+1, M]
+
+
+def kaldi_window(cfg: FbankConfig) -> torch.Tensor:
+    """The symmetric analysis window [window_size], float32.
+
+    Taken from torch's float32 window functions (hann/hamming, povey = hann^0.85), as Kaldi
+    computes its window in float: the lowest mel bins of a pre-emphasised frame can sit ~60 dB
+    below the frame's energy, where a 1-ulp change of the window alone moves the log energy by
+    ~4e-3, so matching the reference's rounding matters there.
+    """
+    n = cfg.window_size
+    if cfg.window == "rectangular":
+        return torch.ones(n)
+    if cfg.window == "hamming":
+        return torch.hamming_window(n, periodic=False, alpha=0.54, beta=0.46)
+    hann = torch.hann_window(n, periodic=False)
+    return hann.pow(0.85) if cfg.window == "povey" else hann
+
+
+class KaldiFbank(nn.Module):
+    """Batched Kaldi fbank: waveforms [B, L] (or [L]) → log-mel features [B, T, M] (or [T, M]).
+
+    T = 1 + (L - window) // shift. Runs on the waveform's device in fp32 (fp64 for fp64 input),
+    with autocast disabled (bf16 would ruin the log spectrum). No learnable parameters: the
+    window and the filters are buffers that follow `.to(device)`.
+    """
+
+    def __init__(self, cfg: FbankConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or FbankConfig()
+        self.register_buffer("window", kaldi_window(self.cfg), persistent=False)  # [W]
+        self.register_buffer("mel_banks", kaldi_mel_banks(self.cfg), persistent=False)  # [F, M]
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        single = wave.dim() == 1
+        if single:
+            wave = wave.unsqueeze(0)
+        if wave.dim() != 2:
+            raise ValueError(f"KaldiFbank: expected a waveform [B, L] or [L], got shape {tuple(wave.shape)}")
+        if wave.shape[-1] < cfg.window_size:
+            raise ValueError(f"KaldiFbank: {wave.shape[-1]} samples is shorter than one frame "
+                             f"({cfg.window_size} samples)")
+        dtype = torch.float64 if wave.dtype == torch.float64 else torch.float32
+        with torch.autocast(wave.device.type, enabled=False):
+            frames = wave.to(dtype).unfold(-1, cfg.window_size, cfg.window_shift)  # [B, T, W] (a view)
+            if cfg.remove_dc_offset:
+                frames = frames - frames.mean(-1, keepdim=True)
+            if cfg.preemphasis:
+                previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)  # x[max(0, j-1)]
+                frames = frames - cfg.preemphasis * previous
+            frames = frames * self.window.to(dtype)
+            spectrum = torch.fft.rfft(frames, n=cfg.n_fft)  # [B, T, F] complex, zero-padded to n_fft
+            power = spectrum.abs().square()  # |X|² (as the reference: hypot, then square)
+            mel = torch.matmul(power, self.mel_banks.to(dtype))  # [B, T, M]
+            out = mel.clamp(min=FLOAT_EPS).log()
+        return out[0] if single else out
+
+
+def reference_fbank(wave: torch.Tensor, cfg: FbankConfig | None = None) -> torch.Tensor:
+    """torchaudio.compliance.kaldi.fbank of one waveform [L] with `cfg` (AST's call): [T, M]."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    cfg = cfg or FbankConfig()
+    return kaldi.fbank(
+        wave.reshape(1, -1), sample_frequency=cfg.sample_rate, num_mel_bins=cfg.num_mel_bins,
+        frame_length=cfg.frame_length_ms, frame_shift=cfg.frame_shift_ms, low_freq=cfg.low_freq,
+        high_freq=cfg.high_freq, preemphasis_coefficient=cfg.preemphasis,
+        remove_dc_offset=cfg.remove_dc_offset, window_type=cfg.window, dither=0.0,
+        use_energy=False, htk_compat=True)

@@ -1,0 +1,163 @@
+"""AudioRWKV: patch embedding + bidirectional Q-Shift Eagle/Finch blocks + mean-pooled head.
+
+fbank [B, T, M] → PatchEmbed → LN0 → L × AudioBlock → LN_out → mean over patches → Linear → logits [B, C]
+
+Sizes (trainable parameters of this module; the Kaldi fbank has none):
+
+| config | D | L | F | heads | trainable (527 classes, 1024×128 input, 16×16 patches) |
+|---|---|---|---|---|---|
+| AudioRWKV-T (Finch) | 192 | 12 | 4D | 3×64 | 7,512,335 (8,595,791 with a frozen STFT front end) |
+| AudioRWKV-S (Finch) | 384 | 12 | 4D | 6×64 | 27,410,447 (28,493,903 with a frozen STFT front end) |
+| Eagle, same shapes   | 192 / 384 | 12 | 4D | | 6,475,535 / 25,336,847 |
+
+The paper reports 8.7M and 28.4M. Its numbers appear to include a frozen STFT + log-mel front
+end of the HTS-AT/torchlibrosa kind, whose convolution weights are module parameters:
+2 × 513 × 1024 (real/imaginary STFT kernels, n_fft 1024) + 513 × 64 (mel matrix) = 1,083,456.
+`parameter_report` gives the breakdown; `STFT_FRONT_END_PARAMS` is that constant. F = 4D is
+Vision-RWKV's channel-mix ratio (the LM backbone uses 3.5D).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from rwkv_mm.backbone.config import RWKVConfig
+from rwkv_mm.backbone.init import init_rwkv_
+
+from .encoder import AudioBlock, PatchEmbed
+
+#: parameters of a torchlibrosa-style frozen STFT (n_fft 1024: 513 bins, real + imaginary
+#: conv kernels of length 1024) and its 513 × 64 mel matrix, as HTS-AT-based models count them
+STFT_FRONT_END_PARAMS = 2 * 513 * 1024 + 513 * 64
+
+#: named sizes (model section values); everything else keeps its default
+PRESETS: dict[str, dict[str, Any]] = {
+    "T": {"n_layer": 12, "n_embd": 192, "head_size": 64},
+    "S": {"n_layer": 12, "n_embd": 384, "head_size": 64},
+}
+
+
+@dataclass
+class AudioRWKVConfig:
+    """Shape of an AudioRWKV tagger (the `model:` section of an audio recipe).
+
+    Attributes:
+        version: "6" (Finch: data-dependent decay and ddlerp) or "5" (Eagle).
+        n_layer, n_embd, head_size: L, D and N (H = D / N heads).
+        dim_ffn: channel-mix hidden size; 0 = 4·D (Vision-RWKV's ratio).
+        patch, stride: patch size and step over (time frames, mel bins).
+        shift_distance, shift_gamma: Q-Shift's distance s (patches) and group fraction γ.
+        drop_path: stochastic-depth rate of the last block (linear from 0 over depth).
+        num_classes, num_mel_bins, target_frames: output classes and the input size the
+            position table is learned for; None = set by the runner from the data and features.
+        tm_lora_rank, decay_lora_rank: Finch LoRA ranks (0 = the backbone's defaults 32 / 64).
+    """
+
+    version: str = "6"
+    n_layer: int = 12
+    n_embd: int = 192
+    head_size: int = 64
+    dim_ffn: int = 0
+    patch: tuple[int, int] = (16, 16)
+    stride: tuple[int, int] = (16, 16)
+    shift_distance: int = 1
+    shift_gamma: float = 0.25
+    drop_path: float = 0.0
+    num_classes: int | None = None
+    num_mel_bins: int | None = None
+    target_frames: int | None = None
+    tm_lora_rank: int = 0
+    decay_lora_rank: int = 0
+
+    def backbone_config(self) -> RWKVConfig:
+        """The backbone config the blocks are built from (vocab unused: 1)."""
+        return RWKVConfig(version=self.version, n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=1,
+                          head_size=self.head_size, dim_ffn=self.dim_ffn or 4 * self.n_embd,
+                          tm_lora_rank=self.tm_lora_rank or None, decay_lora_rank=self.decay_lora_rank or None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["patch"], d["stride"] = list(self.patch), list(self.stride)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "AudioRWKVConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown AudioRWKVConfig keys {unknown}; valid keys: {sorted(known)}")
+        values = dict(values)
+        for key in ("patch", "stride"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "AudioRWKVConfig":
+        """AudioRWKV-T or -S ("T"/"S"), with overrides."""
+        key = name.upper().removeprefix("AUDIORWKV-")
+        if key not in PRESETS:
+            raise ValueError(f"unknown AudioRWKV preset {name!r}; known: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[key], **overrides})
+
+
+class AudioRWKV(nn.Module):
+    """The tagger's encoder and head: fbank [B, T, M] → logits [B, num_classes]."""
+
+    def __init__(self, config: AudioRWKVConfig) -> None:
+        super().__init__()
+        for key in ("num_classes", "num_mel_bins", "target_frames"):
+            if getattr(config, key) is None:
+                raise ValueError(f"AudioRWKVConfig.{key} is not set (the runner sets it from the data)")
+        self.config = config
+        bb = config.backbone_config()
+        D, L = bb.n_embd, bb.n_layer
+        self.patch_embed = PatchEmbed(D, config.target_frames, config.num_mel_bins, config.patch, config.stride)
+        self.ln0 = nn.LayerNorm(D, eps=bb.layer_norm_eps)
+        rates = [config.drop_path * i / max(L - 1, 1) for i in range(L)]
+        self.blocks = nn.ModuleList(AudioBlock(bb, i, config.shift_distance, config.shift_gamma, rates[i])
+                                    for i in range(L))
+        self.ln_out = nn.LayerNorm(D, eps=bb.layer_norm_eps)
+        self.head = nn.Linear(D, config.num_classes)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """The backbone's App. I initialisation for the blocks and norms; small head."""
+        init_rwkv_(self)  # blocks (μ/decay/bonus schedules, zeroed output projections), norms
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """fbank [B, T, M] → pooled embedding [B, D]."""
+        tokens, grid = self.patch_embed(x)  # [B, H·W, D]
+        h = self.ln0(tokens)
+        for block in self.blocks:
+            h = block(h, grid)
+        return self.ln_out(h).mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """fbank [B, T, M] (normalised) → logits [B, num_classes]."""
+        if x.dim() != 3:
+            raise ValueError(f"AudioRWKV: expected fbank [B, T, M], got shape {tuple(x.shape)}")
+        return self.head(self.forward_features(x))
+
+
+def parameter_report(model: AudioRWKV) -> dict[str, int]:
+    """Trainable parameters by part, the total, and the total with a frozen STFT front end."""
+    parts = {"patch_embed": model.patch_embed.proj, "pos_embed": None, "blocks": model.blocks,
+             "norms": None, "head": model.head}
+    out = {}
+    for name, module in parts.items():
+        if module is not None:
+            out[name] = sum(p.numel() for p in module.parameters())
+    out["pos_embed"] = model.patch_embed.pos_embed.numel()
+    out["norms"] = sum(p.numel() for m in (model.ln0, model.ln_out) for p in m.parameters())
+    out["total"] = sum(p.numel() for p in model.parameters())
+    out["total_with_stft_front_end"] = out["total"] + STFT_FRONT_END_PARAMS
+    return out
