@@ -26,7 +26,6 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -49,7 +48,7 @@ SOURCES = ("wkv_cuda.cpp", "wkv_cuda.cu")
 SOURCE_DIR = Path(__file__).resolve().parent
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-_builds: dict[tuple[Any, ...], ModuleType] = {}
+_builds: dict[tuple[Any, ...], Any] = {}
 _failed: dict[int, str] = {}  # head size -> why its build failed (warned once)
 
 
@@ -124,8 +123,11 @@ def build(
     fast: bool = False,
     build_directory: str | os.PathLike[str] | None = None,
     verbose: bool = False,
-) -> ModuleType:
+) -> Any:
     """Compile (or load from torch's cache) the extension for one head size.
+
+    One process can load one build per name (torch ops namespaces are global): the name encodes
+    the head size, ``fast`` and ``arch``, so don't load the same variant from two build folders.
 
     Args:
         head_size: N, one of `HEAD_SIZES`.
@@ -136,7 +138,8 @@ def build(
         verbose: show the compiler commands.
 
     Returns:
-        The loaded module: ``forward``, ``backward`` and ``head_size``.
+        The ops namespace ``torch.ops.rwkv_mm_wkv_n<N>...``: ``forward``, ``backward``, ``head_size``
+        (see wkv_cuda.cpp for their schemas).
 
     Raises:
         ValueError: head_size is not supported.
@@ -168,7 +171,9 @@ def build(
     if build_directory is not None:
         Path(build_directory).mkdir(parents=True, exist_ok=True)
     try:
-        module = cpp_extension.load(
+        # is_python_module=False: the library registers torch ops (TORCH_LIBRARY) and is loaded
+        # with torch.ops.load_library; no pybind11, so it compiles much faster.
+        cpp_extension.load(
             name=name,
             sources=[str(SOURCE_DIR / s) for s in SOURCES],
             extra_include_paths=[str(SOURCE_DIR)],
@@ -176,18 +181,24 @@ def build(
             extra_cuda_cflags=["-O3", "-std=c++17", *defines, *arch_flags],
             build_directory=None if build_directory is None else str(build_directory),
             verbose=verbose,
+            is_python_module=False,
         )
-    except Exception as e:  # torch raises RuntimeError / OSError / ImportError / CalledProcessError
+        ops = getattr(torch.ops, name)
+        built_for = ops.head_size()
+    except Exception as e:  # torch raises RuntimeError / OSError / CalledProcessError
         raise WkvBuildError(f"building the WKV CUDA kernels (head size {head_size}) failed: {e}") from e
-    _builds[key] = module
-    return module
+    if built_for != head_size:
+        raise WkvBuildError(f"the WKV library {name} was built for head size {built_for}, not {head_size}")
+    _builds[key] = ops
+    return ops
 
 
 # --------------------------------------------------------------------------------------------
 # Autograd
 # --------------------------------------------------------------------------------------------
 class WkvFunction(torch.autograd.Function):
-    """WKV through a kernel module (``forward``/``backward`` as in wkv_cuda.cpp).
+    """WKV through kernel ops (``forward``/``backward`` as in wkv_cuda.cpp; the backward's
+    d(initial state) is an empty tensor when there is no initial state).
 
     Inputs are already prepared by `_apply`: r, k, v of one kernel dtype, w of that dtype or fp32,
     unit channel stride; u [H, N] and the state fp32 contiguous.
