@@ -39,10 +39,21 @@ def read_answers(path: Path) -> dict[str, str]:
     return out
 
 
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a crash left without its newline, so appends start on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def answer_questions(answerer: VisualAnswerer, questions: list[Question], out_path: Path,
                      batch_size: int = 8, model_id: str = "rwkv_mm", desc: str = "answering") -> dict[str, str]:
     """Answer the questions not yet in `out_path`, appending each batch; returns all answers."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    drop_torn_tail(out_path)
     done = read_answers(out_path)
     todo = [q for q in questions if q.qid not in done]
     todo.sort(key=lambda q: str(q.image))  # all questions about one image together (cache hits)
