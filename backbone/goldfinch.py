@@ -54,6 +54,8 @@ class _GoldInputs:
 
 
 class BlockOutput(NamedTuple):
+    """What a GoldFinch block returns."""
+
     x: torch.Tensor  # block output [B, T, D]
     att_x: torch.Tensor  # time-mix shift state [B, D]
     ffn_x: torch.Tensor  # channel-mix shift state [B, D]
@@ -169,9 +171,11 @@ class GoldFinch(nn.Module):
                              state.key_cache, None, state.keep_kv_memo)
         x, x0_all = e, None
         for i in range(s):
-            out = self.blocks[i](x, state.att_x[i], state.ffn_x[i], state.wkv[i], n_ctx=n_ctx)
+            out = self.blocks[i](x, state.att_x[i], state.ffn_x[i], state.wkv[i],
+                                 n_ctx=n_ctx if i == 0 else 0)
             x, new.att_x[i], new.ffn_x[i], new.wkv[i] = out.x, out.att_x, out.ffn_x, out.mixer_state
-            x0_all = out.x0 if i == 0 else x0_all
+            if i == 0:
+                x0_all = out.x0  # [B, n_ctx + T, D]
 
         # ---- the compressed key cache of the new tokens -----------------------------------------
         x0_new = x0_all[:, n_ctx:]  # [B, T, D]

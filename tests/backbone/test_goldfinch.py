@@ -321,3 +321,20 @@ def test_music_runner_builds_goldfinch_from_the_recipe_version():
     model = build_model(cfg)
     assert isinstance(model, GoldFinch) and model.config.vocab_size == 128
     assert isinstance(model.zero_state(1), GoldFinchState)
+
+
+@pytest.mark.slow
+def test_goldfinch_music_recipe_trains_saves_and_generates(tmp_path):
+    """`version: goldfinch` through a recipe: train, save model.pth, reload, generate tunes."""
+    import json
+
+    fast = ["model.n_layer=3", "model.n_embd=32", "model.head_size=16", "data.ctx_len=64",
+            "data.max_train_tunes=32", "data.max_validation_tunes=4", "train.max_steps=2",
+            "train.batch_size=4", "train.eval_every=2", "train.eval_batches=1", "train.save_every=2",
+            "generate.n_tunes=1", "generate.max_bytes=40"]
+    run_dir = tmp_path / "run"
+    assert main(["train", "music/abc_goldfinch_tiny", *fast, "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["n_tunes"] == 1
+    model = load_model(run_dir / "model.pth")
+    assert isinstance(model, GoldFinch) and model.config.n_gold_layer == 1
