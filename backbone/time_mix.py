@@ -73,6 +73,8 @@ class _TimeMixBase(nn.Module):
         """
         B, T, D = x.shape
         H, N = self.n_head, self.head_size
+        if self.bidirectional and wkv_state is not None:
+            raise ValueError("a bidirectional time mix keeps no state: pass wkv_state=None")
         if shifted is None:
             shifted = token_shift(x, x_prev)
         xr, xk, xv, xg, log_w = self._mix_inputs(x, shifted)
@@ -80,8 +82,6 @@ class _TimeMixBase(nn.Module):
         k = self.key(xk).view(B, T, H, N)
         v = self.value(xv).view(B, T, H, N)
         if self.bidirectional:
-            if wkv_state is not None:
-                raise ValueError("a bidirectional time mix keeps no state: pass wkv_state=None")
             y, new_state = wkv_bidirectional(r, k, v, log_w, self.time_faaaa), None
         elif T == 1:
             y, new_state = wkv_step(r[:, 0], k[:, 0], v[:, 0], log_w[:, 0], self.time_faaaa, wkv_state)

@@ -56,7 +56,7 @@ def read_tagger_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_tagger(path: str | Path) -> tuple[AudioRWKV, AudioFeatures, dict[str, Any]]:
     """(model in eval mode, its feature extractor, the checkpoint dict) from a tagger checkpoint."""
     ckpt = read_tagger_checkpoint(path)
-    model = AudioRWKV(AudioRWKVConfig.from_dict(ckpt["model_config"]))
+    model = AudioRWKV(AudioRWKVConfig.from_dict(ckpt["model_config"]), init_weights=False)
     model.load_state_dict(ckpt["model"])
     features = AudioFeatures(FbankConfig(**ckpt["fbank"]), ckpt["target_frames"], FeatureStats(**ckpt["stats"]))
     return model.eval(), features, ckpt

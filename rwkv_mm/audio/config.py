@@ -47,7 +47,7 @@ class AudioFeaturesConfig:
     """Kaldi fbank (AST's settings by default) and its normalisation (x - mean) / (2·std).
 
     `target_frames` fixes the clip length: clips are cut/padded to the samples that give exactly
-    that many frames (1024 frames = 10.24 s at 16 kHz). `stats` names a JSON written by
+    that many frames (1024 frames = 164,080 samples = 10.255 s at 16 kHz). `stats` names a JSON written by
     `rwkv-mm audio stats` whose mean/std replace `norm_mean`/`norm_std` (AST's AudioSet values).
     """
 

@@ -69,7 +69,7 @@ class FbankConfig:
         return 1 + (n_samples - self.window_size) // self.window_shift
 
     def num_samples(self, n_frames: int) -> int:
-        """The shortest signal that gives `n_frames` frames (1024 frames: 163,840 samples = 10.24 s)."""
+        """The shortest signal that gives `n_frames` frames (1024 frames: 164,080 samples = 10.255 s)."""
         return self.window_size + (n_frames - 1) * self.window_shift
 
 

@@ -107,9 +107,12 @@ class AudioRWKVConfig:
 
 
 class AudioRWKV(nn.Module):
-    """The tagger's encoder and head: fbank [B, T, M] → logits [B, num_classes]."""
+    """The tagger's encoder and head: fbank [B, T, M] → logits [B, num_classes].
 
-    def __init__(self, config: AudioRWKVConfig) -> None:
+    `init_weights=False` skips the initialisation (weights about to be loaded, or a meta-device
+    model built only to count parameters)."""
+
+    def __init__(self, config: AudioRWKVConfig, init_weights: bool = True) -> None:
         super().__init__()
         for key in ("num_classes", "num_mel_bins", "target_frames"):
             if getattr(config, key) is None:
@@ -124,7 +127,8 @@ class AudioRWKV(nn.Module):
                                     for i in range(L))
         self.ln_out = nn.LayerNorm(D, eps=bb.layer_norm_eps)
         self.head = nn.Linear(D, config.num_classes)
-        self._init_weights()
+        if init_weights and self.head.weight.device.type != "meta":
+            self._init_weights()
 
     @torch.no_grad()
     def _init_weights(self) -> None:

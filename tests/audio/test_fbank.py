@@ -1,0 +1,92 @@
+"""Batched Kaldi fbank against torchaudio.compliance.kaldi.fbank (the reference), clip by clip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rwkv_mm.audio.fbank import FbankConfig, KaldiFbank, kaldi_mel_banks, reference_fbank
+
+TOL = 1e-3  # the contract: within 1e-3 of torchaudio's Kaldi fbank (log domain)
+
+
+def signals(n: int, seed: int = 0) -> torch.Tensor:
+    """[5, n]: white noise, a tone, a chirp plus noise, near silence, a random walk (strong lows)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    return torch.stack([
+        0.3 * torch.randn(n, generator=g),
+        0.5 * torch.sin(2 * math.pi * 440 * t),
+        0.4 * torch.sin(2 * math.pi * (200 + 1500 * t) * t) + 0.01 * torch.randn(n, generator=g),
+        1e-4 * torch.randn(n, generator=g),
+        torch.randn(n, generator=g).cumsum(0) * 1e-3,
+    ])
+
+
+@pytest.mark.parametrize("cfg", [
+    FbankConfig(),  # AST: 128 mel, hanning
+    FbankConfig(num_mel_bins=64, window="hamming", low_freq=50, high_freq=-400),
+    FbankConfig(num_mel_bins=23, window="povey", sample_rate=8000),
+    FbankConfig(num_mel_bins=80, sample_rate=22050, frame_shift_ms=12.5),
+    FbankConfig(num_mel_bins=40, window="rectangular", preemphasis=0.0, remove_dc_offset=False),
+], ids=["ast", "hamming64", "povey8k", "22k", "rect-raw"])
+def test_batched_matches_torchaudio_per_clip(cfg):
+    waves = signals(int(1.3 * cfg.sample_rate) + 17)
+    batched = KaldiFbank(cfg)(waves)  # [5, T, M]
+    for i, wave in enumerate(waves):
+        ref = reference_fbank(wave, cfg)
+        assert batched[i].shape == ref.shape
+        diff = (batched[i] - ref).abs().max().item()
+        assert diff <= TOL, f"signal {i}: max diff {diff}"
+
+
+def test_ten_second_clip_shape_and_ast_frame_count():
+    cfg = FbankConfig()
+    wave = signals(160000)[0]
+    out = KaldiFbank(cfg)(wave)  # 1-D in → [T, M] out
+    assert out.shape == (998, 128) == reference_fbank(wave, cfg).shape
+    assert cfg.num_frames(160000) == 998 and cfg.num_samples(1024) == 164080
+    assert cfg.num_frames(cfg.num_samples(1024)) == 1024 and cfg.num_frames(399) == 0
+
+
+def test_filters_match_torchaudio_mel_banks():
+    import torchaudio.compliance.kaldi as kaldi
+
+    for cfg in (FbankConfig(), FbankConfig(num_mel_bins=64, low_freq=50, high_freq=7000)):
+        ref, _ = kaldi.get_mel_banks(cfg.num_mel_bins, cfg.n_fft, float(cfg.sample_rate), cfg.low_freq,
+                                     cfg.high_freq, 100.0, -500.0, 1.0)
+        ours = kaldi_mel_banks(cfg)  # [n_fft/2 + 1, M]
+        assert ours.shape == (cfg.n_fft // 2 + 1, cfg.num_mel_bins)
+        assert torch.all(ours[-1] == 0)  # Nyquist bin unused, as in Kaldi
+        torch.testing.assert_close(ours[:-1].T, ref, rtol=0, atol=1e-6)
+
+
+def test_silence_gives_log_epsilon_and_fp64_input_is_supported():
+    cfg = FbankConfig(num_mel_bins=32)
+    out = KaldiFbank(cfg)(torch.zeros(2, 4000))
+    assert torch.allclose(out, torch.tensor(math.log(torch.finfo(torch.float32).eps)))
+    wave = signals(8000)[0].double()
+    out64 = KaldiFbank(cfg)(wave)
+    assert out64.dtype == torch.float64
+    assert (out64 - reference_fbank(wave, cfg)).abs().max() < TOL
+
+
+def test_errors_name_the_problem():
+    fb = KaldiFbank(FbankConfig())
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        fb(torch.zeros(1, 100))
+    with pytest.raises(ValueError, match=r"\[B, L\]"):
+        fb(torch.zeros(1, 2, 1000))
+    with pytest.raises(ValueError, match="window"):
+        FbankConfig(window="kaiser")
+
+
+def test_autocast_does_not_lower_precision():
+    wave = signals(8000)[:2]
+    fb = KaldiFbank(FbankConfig(num_mel_bins=32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fb(wave)
+    assert out.dtype == torch.float32
+    assert (out - fb(wave)).abs().max() == 0
