@@ -10,9 +10,13 @@ import argparse
 import time
 from pathlib import Path
 
-#: (title, shipped recipe name, summary keys to show)
-PARTS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("ABC music (byte-level Eagle)", "music/abc_tiny", ("train_loss", "val_loss", "parse_rate", "tunes_dir")),
+#: (title, shipped recipe name, summary keys to show, overrides; "{out}" = the quickstart folder)
+PARTS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
+    ("ABC music (byte-level Eagle)", "music/abc_tiny", ("train_loss", "val_loss", "parse_rate", "tunes_dir"), ()),
+    ("VisualRWKV stage 1 (projector)", "visual/stage1_tiny", ("train_loss", "model_dir"), ()),
+    ("VisualRWKV stage 2 (projector + LM) + GQA/POPE-format eval", "visual/stage2_tiny",
+     ("train_loss", "gqa_accuracy", "pope_accuracy", "pope_f1", "pope_yes_ratio", "model_dir"),
+     ("init_from={out}/stage1_tiny/model",)),
 ]
 
 
@@ -24,8 +28,9 @@ def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]
 
     tune_malloc()
     results = []
-    for title, name, _ in PARTS:
-        recipe = load_recipe(name, overrides)
+    for title, name, _, part_overrides in PARTS:
+        own = [o.replace("{out}", str(out_dir)) for o in part_overrides]
+        recipe = load_recipe(name, [*own, *overrides])
         run_dir = out_dir / Path(name).name
         print(f"\n=== {title}: recipe {recipe.source} → {run_dir}")
         save_resolved_config(recipe, run_dir)
@@ -39,7 +44,7 @@ def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     results = run_quickstart(Path(args.out), args.overrides)
     print("\n=== quickstart summary")
-    for (title, _, keys), (_, summary) in zip(PARTS, results):
+    for (title, _, keys, _), (_, summary) in zip(PARTS, results):
         print(f"{title}  ({summary['wall_s']} s)")
         for key in keys:
             value = summary.get(key)

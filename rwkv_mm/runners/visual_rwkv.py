@@ -57,8 +57,9 @@ class VisualEvalConfig:
 
     gqa_questions: str = ""  # llava_gqa_testdev_balanced_questions.jsonl
     gqa_answers: str = ""  # the official testdev_balanced_questions.json
+    gqa_images: str = ""
     pope_questions: str = ""  # a coco_pope_*.json file
-    images: str = ""
+    pope_images: str = ""  # COCO val2014
     max_questions: int = 200  # per benchmark; 0 = all
     max_new_tokens: int = 8
     batch_size: int = 16
@@ -182,7 +183,6 @@ def quick_eval(model, tokenizer, processor, cfg: VisualRunConfig) -> dict:
         return out
     answerer = VisualAnswerer(model, tokenizer, processor, cfg.template, cfg.data.image_position,
                               e.max_new_tokens)
-    images = Path(e.images)
 
     def answer_all(questions):
         answers = []
@@ -192,14 +192,14 @@ def quick_eval(model, tokenizer, processor, cfg: VisualRunConfig) -> dict:
 
     limit = (lambda xs: xs[:e.max_questions]) if e.max_questions > 0 else (lambda xs: xs)
     if e.gqa_questions:
-        questions = limit(read_gqa_questions(e.gqa_questions, images))
+        questions = limit(read_gqa_questions(e.gqa_questions, e.gqa_images))
         truth = read_official_gqa_answers(e.gqa_answers)
         answers = answer_all(questions)
         out["gqa_accuracy"] = gqa_accuracy(answers, [truth[q.qid] for q in questions])
         for q, a in list(zip(questions, answers))[:e.show]:
             print(f"  GQA  {q.text.splitlines()[0]!r} -> {a!r} (truth {truth[q.qid]!r})")
     if e.pope_questions:
-        questions, labels = read_pope_questions(e.pope_questions, images)
+        questions, labels = read_pope_questions(e.pope_questions, e.pope_images)
         questions, labels = limit(questions), limit(labels)
         answers = answer_all(questions)
         metrics = pope_metrics(answers, labels)

@@ -1,7 +1,7 @@
 """A small synthetic visual dataset in the real formats: coloured shapes at grid positions.
 
 `build_synthetic_visual(root)` writes (deterministically from `seed`):
-- `images/*.png`: 64x64 pictures with one or two shapes (circle, square, triangle) of four
+- `images/*.png`: 64x64 pictures with 1..max_objects shapes (circle, square, triangle) of four
   colours in the four quadrants;
 - `stage1_captions.json`: LLaVA JSON, `<image>\\nDescribe the image briefly.` -> a caption;
 - `stage2_qa.json`: LLaVA JSON multi-turn QA (colour / shape / position / yes-no questions);
@@ -41,9 +41,9 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, colour: str, quadrant: str, rng
         draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
 
 
-def _scene(rng: random.Random) -> list[tuple[str, str, str]]:
-    """One or two (shape, colour, quadrant) objects, different quadrants and different objects."""
-    n = rng.choice((1, 2))
+def _scene(rng: random.Random, max_objects: int = 1) -> list[tuple[str, str, str]]:
+    """1..max_objects (shape, colour, quadrant) objects, in different quadrants, all different."""
+    n = rng.randint(1, max_objects)
     quadrants = rng.sample(list(QUADRANTS), n)
     objects: list[tuple[str, str, str]] = []
     while len(objects) < n:
@@ -95,18 +95,28 @@ def _pope_questions(objects, rng: random.Random, split: str) -> list[tuple[str, 
     return qs
 
 
-def build_synthetic_visual(root: str | Path, n_train: int = 1000, n_eval: int = 40, seed: int = 0) -> Path:
-    """Write the dataset under `root` (skipped when `root/done` exists); returns root."""
+VERSION = 2
+
+
+def build_synthetic_visual(root: str | Path, n_train: int = 1000, n_eval: int = 40, seed: int = 0,
+                           max_objects: int = 1) -> Path:
+    """Write the dataset under `root` (skipped when `root/done` records the same settings)."""
     root = Path(root)
-    if (root / "done").is_file():
+    signature = json.dumps({"version": VERSION, "n_train": n_train, "n_eval": n_eval, "seed": seed,
+                            "max_objects": max_objects})
+    done = root / "done"
+    if done.is_file() and done.read_text().strip() == signature:
         return root
+    if (root / "images").is_dir():
+        for old in (root / "images").glob("*.png"):
+            old.unlink()
     rng = random.Random(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "eval" / "pope").mkdir(parents=True, exist_ok=True)
     scenes = {}
     for i in range(n_train + n_eval):
         name = f"{'train' if i < n_train else 'eval'}_{i:05d}.png"
-        objects = _scene(rng)
+        objects = _scene(rng, max_objects)
         image = Image.new("RGB", (SIZE, SIZE), (245, 245, 245))
         draw = ImageDraw.Draw(image)
         for shape, colour, quad in objects:
@@ -153,7 +163,7 @@ def build_synthetic_visual(root: str | Path, n_train: int = 1000, n_eval: int = 
                 qid += 1
                 lines.append({"question_id": qid, "image": n, "text": q, "label": label})
         _write_jsonl(root / "eval" / "pope" / f"coco_pope_{split}.json", lines)
-    (root / "done").write_text("ok\n")
+    done.write_text(signature + "\n")
     return root
 
 
