@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import wkv_compare as compare
 from test_wkv import make_inputs
+from wkv_compare import NAMES, assert_close, rel_rms
 from wkv_emulation import build_emulated, compiler
 
 from rwkv_mm.kernels.wkv_cuda import _apply
@@ -20,58 +22,11 @@ from rwkv_mm.kernels.wkv_reference import wkv_reference
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="no g++ to build the emulated kernels")
 
-NAMES = ("y", "state", "dr", "dk", "dv", "dw", "du", "ds0")
 
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    """||a - b|| / ||b|| in fp64."""
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
-
-
-def run_both(inputs, dtype, *, w_dtype=None, grad_y=True, grad_state=True, seed=0):
-    """(kernel results, fp64 reference results): y, state, then the gradients of r, k, v, w, u, s0.
-
-    The kernel gets the inputs and dy rounded to ``dtype`` (w to ``w_dtype``); the reference gets
-    the same rounded values in fp64, so only the kernel's own error is measured.
-    """
-    r, k, v, w, u, s0 = inputs
-    B, T, H, N = r.shape
-    g = torch.Generator().manual_seed(100 + seed)
-    gy = torch.randn(B, T, H, N, generator=g, dtype=torch.float64) if grad_y else None
-    gs = torch.randn(B, H, N, N, generator=g, dtype=torch.float64) if grad_state else None
-    w_dtype = w_dtype or dtype
-    if gy is not None:  # the kernel takes dy in its dtype: give the reference the same rounded values
-        gy = gy.to(dtype).double()
-    kern_in = [r.to(dtype), k.to(dtype), v.to(dtype), w.to(w_dtype), u, s0]
-    kern_in = [None if x is None else x.detach().clone().requires_grad_() for x in kern_in]
-    ref_in = [None if x is None else x.detach().double().clone().requires_grad_() for x in kern_in]
-    results = []
-    for fn, xs, fdt in ((lambda *a: _apply(*a, build_emulated(N)), kern_in, torch.float32),
-                        (wkv_reference, ref_in, torch.float64)):
-        y, s = fn(*xs)
-        outs, grads_out = [], []
-        if gy is not None:
-            outs.append(y)
-            grads_out.append(gy.to(fdt if fn is wkv_reference else y.dtype))
-        if gs is not None:
-            outs.append(s)
-            grads_out.append(gs.to(s.dtype))
-        leaves = [x for x in xs if x is not None]
-        grads = torch.autograd.grad(outs, leaves, grads_out, allow_unused=True)
-        grads = list(grads) + [None] * (6 - len(grads))
-        results.append([y.detach(), s.detach(), *grads])
-    return results
-
-
-def assert_close(kern, ref, tol: dict[str, float] | float):
-    for name, a, b in zip(NAMES, kern, ref):
-        if b is None:  # the reference's output does not depend on it: zero gradient
-            assert a is None or not a.any(), name
-            continue
-        t = tol if isinstance(tol, float) else tol[name]
-        err = rel_rms(a, b)
-        assert err < t, f"{name}: relative RMS error {err:.2e} >= {t:.0e}"
+def run_both(inputs, dtype, **kw):
+    """Emulated kernels (through the real autograd Function) vs the fp64 reference."""
+    N = inputs[0].shape[-1]
+    return compare.run_both(lambda *a: _apply(*a, build_emulated(N)), inputs, dtype, **kw)
 
 
 @pytest.mark.parametrize(
