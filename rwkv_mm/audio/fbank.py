@@ -120,19 +120,46 @@ def kaldi_window(cfg: FbankConfig) -> torch.Tensor:
     return hann.pow(0.85) if cfg.window == "povey" else hann
 
 
+def mel_band_groups(banks: torch.Tensor, group: int = 16) -> list[tuple[int, int, int, int]]:
+    """Cut the filters [F, M] into groups of `group` consecutive filters, each with the FFT-bin
+    range [lo, hi) outside which all its weights are zero: (lo, hi, m0, m1) per group.
+
+    The triangular filters are banded (each bin feeds at most two filters), so multiplying each
+    group by its bin range only does ~1/6 of the dense product's work for 128 filters."""
+    groups = []
+    for m0 in range(0, banks.shape[1], group):
+        m1 = min(m0 + group, banks.shape[1])
+        rows = torch.nonzero(banks[:, m0:m1].abs().sum(1)).flatten()
+        lo, hi = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 1)
+        groups.append((lo, hi, m0, m1))
+    return groups
+
+
 class KaldiFbank(nn.Module):
     """Batched Kaldi fbank: waveforms [B, L] (or [L]) → log-mel features [B, T, M] (or [T, M]).
 
     T = 1 + (L - window) // shift. Runs on the waveform's device in fp32 (fp64 for fp64 input),
     with autocast disabled (bf16 would ruin the log spectrum). No learnable parameters: the
     window and the filters are buffers that follow `.to(device)`.
+
+    Exactness vs speed: the steps before the FFT (DC removal, pre-emphasis as "x - fl(0.97·x_prev)",
+    window) round exactly as the reference's do — the low mel bins of a pre-emphasised frame are
+    so small that any other rounding there moves their log by up to ~4e-3. After the FFT the
+    rounding is harmless (~1e-7 relative): the power is re² + im² (no square root), and the mel
+    product runs band by band on the CPU (`mel_band_groups`), as one dense product elsewhere.
+    Clips are processed a few at a time, about `block_frames` frames per block (default 2048 on
+    the CPU, where a small block stays in cache between the dozen passes over it — measured ~1.3×
+    faster than one block of 32 ten-second clips — and 131072 elsewhere, to amortise launches).
     """
 
-    def __init__(self, cfg: FbankConfig | None = None) -> None:
+    def __init__(self, cfg: FbankConfig | None = None, block_frames: int | None = None) -> None:
         super().__init__()
         self.cfg = cfg or FbankConfig()
+        self.block_frames = block_frames
+        banks = kaldi_mel_banks(self.cfg)  # [F, M]
         self.register_buffer("window", kaldi_window(self.cfg), persistent=False)  # [W]
-        self.register_buffer("mel_banks", kaldi_mel_banks(self.cfg), persistent=False)  # [F, M]
+        self.register_buffer("mel_banks", banks, persistent=False)  # [F, M]
+        self.groups = mel_band_groups(banks)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
@@ -146,18 +173,39 @@ class KaldiFbank(nn.Module):
                              f"({cfg.window_size} samples)")
         dtype = torch.float64 if wave.dtype == torch.float64 else torch.float32
         with torch.autocast(wave.device.type, enabled=False):
-            frames = wave.to(dtype).unfold(-1, cfg.window_size, cfg.window_shift)  # [B, T, W] (a view)
-            if cfg.remove_dc_offset:
-                frames = frames - frames.mean(-1, keepdim=True)
-            if cfg.preemphasis:
-                previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)  # x[max(0, j-1)]
-                frames = frames - cfg.preemphasis * previous
-            frames = frames * self.window.to(dtype)
-            spectrum = torch.fft.rfft(frames, n=cfg.n_fft)  # [B, T, F] complex, zero-padded to n_fft
-            power = spectrum.abs().square()  # |X|² (as the reference: hypot, then square)
-            mel = torch.matmul(power, self.mel_banks.to(dtype))  # [B, T, M]
-            out = mel.clamp(min=FLOAT_EPS).log()
+            wave = wave.to(dtype)
+            per_block = self.block_frames or (2048 if wave.device.type == "cpu" else 1 << 17)
+            clips = max(1, per_block // cfg.num_frames(wave.shape[-1]))
+            blocks = [self._block(wave[i:i + clips]) for i in range(0, wave.shape[0], clips)]
+            out = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
         return out[0] if single else out
+
+    def _block(self, wave: torch.Tensor) -> torch.Tensor:
+        """[b, L] → [b, T, M]."""
+        cfg = self.cfg
+        W = cfg.window_size
+        frames = wave.unfold(-1, W, cfg.window_shift)  # [b, T, W] (a view)
+        b, T, _ = frames.shape
+        buf = wave.new_empty(b, T, cfg.n_fft)  # frames zero-padded to the FFT length
+        buf[..., W:] = 0
+        y = buf[..., :W]
+        if cfg.remove_dc_offset:
+            torch.sub(frames, frames.mean(-1, keepdim=True), out=y)
+        else:
+            y.copy_(frames)
+        if cfg.preemphasis:
+            scaled = y[..., :-1] * cfg.preemphasis  # fl(p·x_{j-1}), from the values before the update
+            y[..., 0:1] -= scaled[..., 0:1]  # the first sample's predecessor is itself
+            y[..., 1:] -= scaled
+        y *= self.window.to(wave.dtype)
+        spectrum = torch.view_as_real(torch.fft.rfft(buf)).square_()  # [b, T, F, 2]: re², im²
+        power = spectrum[..., 0] + spectrum[..., 1]  # [b, T, F]
+        banks = self.mel_banks.to(wave.dtype)
+        if wave.device.type == "cpu":  # banded product: each group of filters times its bin range
+            mel = torch.cat([power[..., lo:hi] @ banks[lo:hi, m0:m1] for lo, hi, m0, m1 in self.groups], dim=-1)
+        else:
+            mel = power @ banks  # [b, T, M]
+        return mel.clamp_(min=FLOAT_EPS).log_()
 
 
 def reference_fbank(wave: torch.Tensor, cfg: FbankConfig | None = None) -> torch.Tensor:

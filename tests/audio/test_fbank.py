@@ -90,3 +90,16 @@ def test_autocast_does_not_lower_precision():
         out = fb(wave)
     assert out.dtype == torch.float32
     assert (out - fb(wave)).abs().max() == 0
+
+
+def test_blocks_and_banded_mel_product_change_nothing():
+    cfg = FbankConfig(num_mel_bins=64)
+    waves = signals(9000)
+    one_block = KaldiFbank(cfg, block_frames=10**6)(waves)
+    per_clip = KaldiFbank(cfg, block_frames=1)(waves)
+    torch.testing.assert_close(one_block, per_clip, rtol=0, atol=1e-6)
+    fb = KaldiFbank(cfg)
+    for lo, hi, m0, m1 in fb.groups:  # every weight of a group lies inside its bin range
+        band = fb.mel_banks[:, m0:m1]
+        assert band[:lo].abs().sum() == 0 and band[hi:].abs().sum() == 0
+    assert [g[2] for g in fb.groups] == list(range(0, 64, 16))
