@@ -24,6 +24,8 @@ GPU session (offline machine with a CUDA torch preinstalled), from the repositor
     pip install --no-deps .whl/fla_core-0.6.0-py3-none-any.whl .whl/einops-0.8.2-py3-none-any.whl
     CUDA_HOME=/usr/local/cuda python bench/wkv_gpu.py                  # all T, all implementations
     python bench/wkv_gpu.py --seq 1024 4096 --impls cuda fla sdpa      # a subset
+    python bench/wkv_gpu.py --seq 4096 --impls cuda --cuda-variants WKV_STAGE_STEPS=8 \
+        WKV_MIN_RESIDENT_THREADS=1024 --out ''                         # tuning knobs (wkv_cuda.cu)
 
 (.whl/ is git-ignored; fetch the wheels on a networked machine with
 ``pip download fla-core==0.6.0 einops --no-deps -d .whl/``. fla-core holds fla.ops; the
@@ -46,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from rwkv_mm.kernels.wkv_chunked import wkv_chunked
-from rwkv_mm.kernels.wkv_cuda import wkv_cuda
+from rwkv_mm.kernels.wkv_cuda import _apply, build, wkv_cuda
 
 B, H, N = 8, 64, 64
 IMPLS = ("cuda", "chunked", "fla", "sdpa")
@@ -88,6 +90,9 @@ def wkv_step(impl: str, xs: list[torch.Tensor], fla_fn) -> Step:
     r, k, v, w, u = xs
     if impl == "cuda":
         return lambda: list(wkv_cuda(r, k, v, w, u))
+    if impl.startswith("cuda["):  # a tuning variant: cuda[WKV_STAGE_STEPS=32,...]
+        ext = build(N, defines=tuple(impl[5:-1].split(",")))
+        return lambda: list(_apply(r, k, v, w, u, None, ext))
     if impl == "chunked":
         return lambda: list(wkv_chunked(r, k, v, w, u))
     if impl == "fla":
@@ -228,6 +233,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    ap.add_argument("--cuda-variants", nargs="*", default=[], metavar="DEFINES",
+                    help="extra builds of our kernels with tuning defines, e.g. WKV_STAGE_STEPS=32 "
+                         "'WKV_STAGE_STEPS=8,WKV_MIN_RESIDENT_THREADS=768' (one row each)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="markdown file to write ('' = don't)")
@@ -241,9 +249,10 @@ def main() -> None:
     for n in notes:
         print(n, flush=True)
 
+    impls = args.impls + [f"cuda[{v}]" for v in args.cuda_variants]
     rows: list[Row] = []
     for T in args.seq:
-        for impl in args.impls:
+        for impl in impls:
             row = Row(T, impl)
             if impl == "fla" and fla_fn is None:
                 row.note = "skipped: fla not importable"

@@ -59,6 +59,16 @@
 #error "compile with -DWKV_N=<head size: 32, 64 or 128>"
 #endif
 
+// Tuning knobs (override with -D; build(defines=...) passes them): time steps staged in shared
+// memory per __syncthreads pair, and the resident threads per SM that __launch_bounds__ asks
+// the register allocator to allow (512: at most 128 registers per thread).
+#ifndef WKV_STAGE_STEPS
+#define WKV_STAGE_STEPS 16
+#endif
+#ifndef WKV_MIN_RESIDENT_THREADS
+#define WKV_MIN_RESIDENT_THREADS 512
+#endif
+
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -73,14 +83,16 @@ struct Cfg {
     static constexpr int LS = N / LPB;                        // blocks per head and pass
     static constexpr int THREADS = LPB * G;                   // 64, 256, 256
     static constexpr int QUADS = SL / 4;                      // float4 groups per thread
-    static constexpr int TC = 16;                             // time steps per shared stage
-    static constexpr int MIN_BLOCKS = 512 / THREADS;          // >= 512 resident threads per SM
+    static constexpr int TC = WKV_STAGE_STEPS;                // time steps per shared stage
+    static constexpr int MIN_BLOCKS = WKV_MIN_RESIDENT_THREADS / THREADS;  // resident blocks per SM
     // Column pass: three [TC][N] key vectors, u, the [TC][LPB] line vector and outputs, bonus.
     static constexpr int SMEM_COLUMN = (3 * N + 2 * LPB + 1) * TC + N;
     // Row pass: two [TC][N] value vectors, five [TC][LPB] line scalars and outputs, p.vv.
     static constexpr int SMEM_ROW = (2 * N + 5 * LPB + 1) * TC;
     static constexpr int SMEM = SMEM_COLUMN > SMEM_ROW ? SMEM_COLUMN : SMEM_ROW;  // floats
     static_assert(N % 32 == 0 && THREADS % 32 == 0, "staging reduces whole warps over one time step");
+    static_assert(SMEM * sizeof(float) <= 48 * 1024, "static shared memory is limited to 48 KiB");
+    static_assert(MIN_BLOCKS >= 1, "WKV_MIN_RESIDENT_THREADS below one block");
 };
 
 // Thread g of a line holds the slice elements idx(q, c) = (q*G + g)*4 + c: one float4 per q,

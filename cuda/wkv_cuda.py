@@ -21,6 +21,7 @@ then warns once and runs the chunked PyTorch form instead.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import warnings
@@ -121,6 +122,7 @@ def build(
     *,
     arch: Sequence[str] | None = None,
     fast: bool = False,
+    defines: Sequence[str] = (),
     build_directory: str | os.PathLike[str] | None = None,
     verbose: bool = False,
 ) -> Any:
@@ -134,6 +136,8 @@ def build(
         arch: compute capabilities to compile for, e.g. ``("90",)``; default: TORCH_CUDA_ARCH_LIST,
             else the current GPU. Needed when no GPU is visible (the compile test).
         fast: instantiate bf16 only (``-DWKV_FAST_BUILD``), for the compile test.
+        defines: extra preprocessor definitions, e.g. ``("WKV_STAGE_STEPS=32",)`` to try the
+            tuning knobs at the top of wkv_cuda.cu (each set gets its own build and name).
         build_directory: where ninja builds; default: torch's extensions directory.
         verbose: show the compiler commands.
 
@@ -147,7 +151,7 @@ def build(
     """
     if head_size not in HEAD_SIZES:
         raise ValueError(f"head size {head_size} is not supported by the WKV CUDA kernels; use one of {HEAD_SIZES}")
-    key = (head_size, tuple(arch or ()), fast, str(build_directory or ""))
+    key = (head_size, tuple(arch or ()), fast, tuple(defines), str(build_directory or ""))
     if key in _builds:
         return _builds[key]
     if torch.version.cuda is None:
@@ -163,11 +167,13 @@ def build(
     # torch read CUDA_HOME once, at import; point it at the toolkit found above.
     cpp_extension.CUDA_HOME = str(cuda_home)
     _ensure_ninja()
-    defines = [f"-DWKV_N={head_size}"] + (["-DWKV_FAST_BUILD"] if fast else [])
+    flags = [f"-DWKV_N={head_size}"] + (["-DWKV_FAST_BUILD"] if fast else []) + [f"-D{d}" for d in defines]
     arch_flags = _arch_flags(arch)
     name = f"rwkv_mm_wkv_n{head_size}" + ("_fast" if fast else "")
     if arch:
         name += "_sm" + "_".join(a.replace(".", "") for a in arch)
+    if defines:
+        name += "_" + hashlib.sha1(" ".join(defines).encode()).hexdigest()[:8]
     if build_directory is not None:
         Path(build_directory).mkdir(parents=True, exist_ok=True)
     try:
@@ -177,8 +183,8 @@ def build(
             name=name,
             sources=[str(SOURCE_DIR / s) for s in SOURCES],
             extra_include_paths=[str(SOURCE_DIR)],
-            extra_cflags=["-O3", *defines],
-            extra_cuda_cflags=["-O3", "-std=c++17", *defines, *arch_flags],
+            extra_cflags=["-O3", *flags],
+            extra_cuda_cflags=["-O3", "-std=c++17", *flags, *arch_flags],
             build_directory=None if build_directory is None else str(build_directory),
             verbose=verbose,
             is_python_module=False,
