@@ -86,7 +86,8 @@ def _hf_tower_from_state_dict(sd: dict[str, torch.Tensor], vision: VisionConfig,
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing:
         raise CheckpointError(f"{source}: vit.* is missing CLIP keys {missing[:5]}")
-    return VisionTower(vit, "hf", cfg.image_size, hidden, grid * grid, vision.layer, vision.keep_cls)
+    return VisionTower(vit, "hf", cfg.image_size, hidden, grid * grid, vision.layer, vision.keep_cls,
+                       vision.grid_size)
 
 
 def _split_released(sd: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:

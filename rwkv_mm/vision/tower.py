@@ -46,6 +46,7 @@ class VisionConfig:
     custom: CustomViTConfig = field(default_factory=CustomViTConfig)
     layer: int = -1  # -1 last block (VisualRWKV), -2 penultimate (LLaVA)
     keep_cls: bool = True  # VisualRWKV-5 keeps CLS (577 tokens at 336 px); LLaVA drops it
+    grid_size: int = -1  # patch pooling as VisualRWKV-6: -1 none, 0 CLS only, g >= 1: g x g averages
     pad_to_square: bool = False  # LLaVA's "pad": expand to a square with the mean colour first
     projector: str = "linear"  # linear (VisualRWKV) | mlp2x_gelu (LLaVA-1.5)
 
@@ -60,19 +61,38 @@ class VisionTower(nn.Module):
     """
 
     def __init__(self, vit: nn.Module, backend: str, image_size: int, hidden_size: int,
-                 num_patches: int, layer: int, keep_cls: bool) -> None:
+                 num_patches: int, layer: int, keep_cls: bool, grid_size: int = -1) -> None:
         super().__init__()
         self.vit = vit
         self.backend = backend
         self.image_size, self.hidden_size = image_size, hidden_size
-        self.layer, self.keep_cls = layer, keep_cls
-        self.num_tokens = num_patches + int(keep_cls)
+        self.layer, self.keep_cls, self.grid_size = layer, keep_cls, grid_size
+        side = int(round(num_patches ** 0.5))
+        if grid_size == 0 and not keep_cls:
+            raise ValueError("vision.grid_size=0 keeps only the CLS token: it needs keep_cls=true")
+        if grid_size > 0 and (side * side != num_patches or side % grid_size):
+            raise ValueError(f"vision.grid_size={grid_size} must divide the {side}x{side} patch grid")
+        self.patch_side = side
+        n_patch_tokens = num_patches if grid_size < 0 else grid_size * grid_size
+        self.num_tokens = n_patch_tokens + int(keep_cls)
         self.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True) -> "VisionTower":
         """The tower stays in eval mode (frozen in both stages)."""
         return super().train(False)
+
+    def _pool(self, cls: torch.Tensor | None, patches: torch.Tensor) -> torch.Tensor:
+        """cls [B, 1, C] (or None), patches [B, P, C] -> the configured tokens [B, num_tokens, C]."""
+        if self.grid_size >= 0:
+            B, P, C = patches.shape
+            if self.grid_size == 0:
+                patches = patches[:, :0]
+            else:
+                grid = patches.transpose(1, 2).reshape(B, C, self.patch_side, self.patch_side)
+                k = self.patch_side // self.grid_size
+                patches = torch.nn.functional.avg_pool2d(grid, k).flatten(2).transpose(1, 2)  # [B, g*g, C]
+        return patches if cls is None else torch.cat([cls, patches], dim=1)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -85,15 +105,14 @@ class VisionTower(nn.Module):
         if self.backend == "hf":
             out = self.vit(pixel_values=images, output_hidden_states=True)
             feats = out.hidden_states[self.layer]  # [B, 1 + P, C]; hidden_states[0] = embeddings
-            return feats if self.keep_cls else feats[:, 1:]
+            return self._pool(feats[:, :1] if self.keep_cls else None, feats[:, 1:])
         n_blocks = len(self.vit.transformer.resblocks)
         index = self.layer % n_blocks
         out = self.vit.forward_intermediates(images, indices=[index], output_fmt="NLC",
                                              output_extra_tokens=True, intermediates_only=True)
         patches = out["image_intermediates"][0]  # [B, P, C]
-        if not self.keep_cls:
-            return patches
-        return torch.cat([out["image_intermediates_prefix"][0], patches], dim=1)  # [B, 1 + P, C]
+        cls = out["image_intermediates_prefix"][0] if self.keep_cls else None  # [B, 1, C]
+        return self._pool(cls, patches)
 
 
 def _open_clip_weights_error(cfg: VisionConfig, err: Exception) -> RuntimeError:
@@ -121,7 +140,8 @@ def _build_open_clip(cfg: VisionConfig) -> VisionTower:
         if cfg.pretrained:
             _load_visual_weights(vit, Path(cfg.pretrained))
         grid = c.image_size // c.patch_size
-        return VisionTower(vit, "open_clip", c.image_size, c.width, grid * grid, cfg.layer, cfg.keep_cls)
+        return VisionTower(vit, "open_clip", c.image_size, c.width, grid * grid, cfg.layer, cfg.keep_cls,
+                           cfg.grid_size)
     if cfg.model_name not in open_clip.list_models():
         raise ValueError(f"vision.model_name={cfg.model_name!r} is not an open_clip model; e.g. "
                          "ViT-L-14-336, ViT-L-14, ViT-B-16, or 'custom'")
@@ -134,7 +154,7 @@ def _build_open_clip(cfg: VisionConfig) -> VisionTower:
     size = vit.image_size[0] if isinstance(vit.image_size, tuple) else vit.image_size
     grid = vit.grid_size[0] * vit.grid_size[1]
     width = vit.transformer.width
-    return VisionTower(vit, "open_clip", size, width, grid, cfg.layer, cfg.keep_cls)
+    return VisionTower(vit, "open_clip", size, width, grid, cfg.layer, cfg.keep_cls, cfg.grid_size)
 
 
 def _load_visual_weights(vit: nn.Module, path: Path) -> None:
@@ -159,7 +179,7 @@ def _build_hf(cfg: VisionConfig) -> VisionTower:
     vit = CLIPVisionModel.from_pretrained(str(folder), local_files_only=True)
     c = vit.config
     grid = (c.image_size // c.patch_size) ** 2
-    return VisionTower(vit, "hf", c.image_size, c.hidden_size, grid, cfg.layer, cfg.keep_cls)
+    return VisionTower(vit, "hf", c.image_size, c.hidden_size, grid, cfg.layer, cfg.keep_cls, cfg.grid_size)
 
 
 def build_vision_tower(cfg: VisionConfig) -> VisionTower:

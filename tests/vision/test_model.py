@@ -113,3 +113,20 @@ def test_penultimate_layer_without_cls():
     x = v.ln_pre(x)
     x = v.transformer.resblocks[0](x)
     assert torch.allclose(feats, x[:, 1:], atol=1e-5)
+
+
+def test_grid_pooling_averages_patch_quadrants():
+    from vision_test_utils import tiny_vision_config
+    from rwkv_mm.vision.tower import build_vision_tower
+    full = build_vision_tower(tiny_vision_config())
+    img = torch.randn(2, 3, 32, 32)
+    feats = full(img)  # [2, 1 + 4, C]: CLS then a 2x2 patch grid
+    pooled = build_vision_tower(tiny_vision_config(grid_size=1))
+    assert pooled.num_tokens == 2
+    out = pooled(img)
+    assert torch.allclose(out[:, 0], feats[:, 0])
+    assert torch.allclose(out[:, 1], feats[:, 1:].mean(1), atol=1e-6)
+    cls_only = build_vision_tower(tiny_vision_config(grid_size=0))
+    assert cls_only(img).shape == (2, 1, 32)
+    with pytest.raises(ValueError, match="divide"):
+        build_vision_tower(tiny_vision_config(grid_size=3))
