@@ -129,7 +129,8 @@ def build(
     """Compile (or load from torch's cache) the extension for one head size.
 
     One process can load one build per name (torch ops namespaces are global): the name encodes
-    the head size, ``fast`` and ``arch``, so don't load the same variant from two build folders.
+    the head size, ``fast``, ``arch`` and ``defines``, so don't load the same variant from two
+    build folders. A compile error's message includes the compiler output.
 
     Args:
         head_size: N, one of `HEAD_SIZES`.
