@@ -18,18 +18,22 @@ Implementations:
 Before timing, the outputs of fla and chunked are checked against ours at the smallest T
 (relative RMS difference printed): a mismatch means the comparison is not like for like.
 
-GPU session (offline machine with a CUDA torch preinstalled), from the repository root:
+GPU session (offline machine with a CUDA torch preinstalled; carry the git-ignored .whl/ folder
+with fla-core, einops and ninja), from the repository root:
 
-    pip install --no-deps -e .
-    pip install --no-deps .whl/fla_core-0.6.0-py3-none-any.whl .whl/einops-0.8.2-py3-none-any.whl
-    CUDA_HOME=/usr/local/cuda python bench/wkv_gpu.py                  # all T, all implementations
+    pip install --no-deps --no-build-isolation -e . .whl/fla_core-*.whl .whl/einops-*.whl .whl/ninja-*.whl
+    export CUDA_HOME=/usr/local/cuda                                   # if torch guesses wrong
+    python -m pytest -q tests/kernels                                  # GPU tests build the kernels
+    python bench/wkv_gpu.py                                            # all T, all implementations
     python bench/wkv_gpu.py --seq 1024 4096 --impls cuda fla sdpa      # a subset
     python bench/wkv_gpu.py --seq 4096 --impls cuda --cuda-variants WKV_STAGE_STEPS=8 \
         WKV_MIN_RESIDENT_THREADS=1024 --out ''                         # tuning knobs (wkv_cuda.cu)
 
-(.whl/ is git-ignored; fetch the wheels on a networked machine with
-``pip download fla-core==0.6.0 einops --no-deps -d .whl/``. fla-core holds fla.ops; the
-flash-linear-attention wheel adds only layers/models and needs transformers.)
+(Fetch the wheels on a networked machine with
+``pip download fla-core==0.6.0 einops ninja --no-deps -d .whl/``. fla-core holds fla.ops; the
+flash-linear-attention wheel adds only layers/models and needs transformers. The chunked form at
+16k may run out of memory, and fla autotunes on its first calls: ``--impls cuda fla sdpa`` first
+when device time is short.)
 
 Prints a markdown table and writes it, with the device and versions, to
 bench/results/wkv_gpu.md (``--out`` to change, ``--out ''`` not to write).
