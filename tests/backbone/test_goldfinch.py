@@ -221,7 +221,9 @@ def test_prefill_window_and_pieces():
     for i in range(model.config.first_gold_layer, model.config.n_layer):
         assert torch.allclose(sa.att_x[i], full_state.att_x[i], atol=1e-5)
         assert torch.allclose(sb.ffn_x[i], full_state.ffn_x[i], atol=1e-5)
-    assert torch.equal(sa.key_cache, sa.key_cache) and sb.key_cache.shape == (1, 90, 4)
+    assert sb.key_cache.shape == (1, 90, 4) == full_state.key_cache.shape
+    assert torch.allclose(sa.key_cache, full_state.key_cache, atol=1e-5)
+    assert torch.allclose(sb.key_cache, full_state.key_cache, atol=1e-5)
 
 
 def test_inputs_embeds_positions_are_cached_as_embeddings():
