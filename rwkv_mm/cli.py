@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rwkv_mm.music.cli import add_music_parser
     from rwkv_mm.quickstart import add_quickstart_parser
+    from rwkv_mm.audio.cli import add_audio_parser
     from rwkv_mm.vision.chat import add_chat_parser
     from rwkv_mm.vision.evaluate import add_eval_parser
 
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_music_parser(sub)
     add_chat_parser(sub)
     add_eval_parser(sub)
+    add_audio_parser(sub)
 
     n = sub.add_parser("info", help="print the architecture inferred from a checkpoint")
     n.add_argument("checkpoint")

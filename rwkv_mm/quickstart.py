@@ -17,6 +17,8 @@ PARTS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("VisualRWKV stage 2 (projector + LM) + GQA/POPE-format eval", "visual/stage2_tiny",
      ("train_loss", "gqa_accuracy", "pope_accuracy", "pope_f1", "pope_yes_ratio", "model_dir"),
      ("init_from={out}/stage1_tiny/model",)),
+    ("AudioRWKV (Q-Shift bidirectional Finch) sound-event tagging", "audio/synth_tiny",
+     ("train_loss", "mAP", "AUC"), ()),
 ]
 
 
