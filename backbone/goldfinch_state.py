@@ -106,10 +106,11 @@ class GoldFinchState:
 
     def with_new_tokens(self, piece: torch.Tensor) -> list[torch.Tensor]:
         """`context` with `piece` appended (merged into the last piece when both are token ids,
-        so token-by-token decoding keeps one tensor)."""
+        so token-by-token decoding keeps one tensor). Token ids are copied: a caller reusing its
+        buffer must not change the cache."""
         if self.context and piece.dim() == 2 and self.context[-1].dim() == 2:
             return [*self.context[:-1], torch.cat((self.context[-1], piece), dim=1)]
-        return [*self.context, piece]
+        return [*self.context, piece.clone() if piece.dim() == 2 else piece]
 
     # ---- sizes --------------------------------------------------------------------------------
 

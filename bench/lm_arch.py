@@ -5,7 +5,7 @@ Same data, order, steps, batch, schedule and trainer for all three; prints the v
 table (nats per byte and bits per byte). The GoldFinch paper reports GoldFinch < Finch ≈ Llama
 at 1.5B parameters; this prints whatever it measures at a tiny size and budget.
 
-    .venv/bin/python bench/lm_arch.py [--steps 150] [--n-layer 6] [--n-embd 128] [--ctx-len 128]
+    .venv/bin/python bench/lm_arch.py [--steps 100] [--n-layer 6] [--n-embd 128] [--ctx-len 128]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def llama_ffn_matching(target: int, n_layer: int, n_embd: int, head_size: int, c
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--ctx-len", type=int, default=128)
     parser.add_argument("--n-layer", type=int, default=6)
@@ -102,7 +102,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--max-bytes", type=int, default=4_000_000)
     parser.add_argument("--val-windows", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="1 by default: on a shared CPU, 2 OpenMP threads spin while the other "
+                             "is descheduled, which makes the run slower and its timing meaningless")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="subset of: finch goldfinch llama")
     args = parser.parse_args()
