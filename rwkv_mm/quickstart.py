@@ -30,9 +30,16 @@ def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]
 
     tune_malloc()
     results = []
+    names = [name for _, name, _, _ in PARTS]
+    for item in overrides:
+        if ":" in item.split("=", 1)[0] and item.split(":", 1)[0] not in names:
+            raise ValueError(f"override {item!r}: no quickstart part is named {item.split(':', 1)[0]!r}; "
+                             f"parts: {', '.join(names)}")
     for title, name, _, part_overrides in PARTS:
         own = [o.replace("{out}", str(out_dir)) for o in part_overrides]
-        recipe = load_recipe(name, [*own, *overrides])
+        mine = [o.split(":", 1)[1] if ":" in o.split("=", 1)[0] else o for o in overrides
+                if ":" not in o.split("=", 1)[0] or o.split(":", 1)[0] == name]
+        recipe = load_recipe(name, [*own, *mine])
         run_dir = out_dir / Path(name).name
         print(f"\n=== {title}: recipe {recipe.source} → {run_dir}")
         save_resolved_config(recipe, run_dir)
@@ -59,5 +66,7 @@ def add_quickstart_parser(sub) -> None:
     """Register `rwkv-mm quickstart`."""
     q = sub.add_parser("quickstart", help="train tiny models of every modality on bundled data (~10 min on 2 CPUs)")
     q.add_argument("--out", default="runs/quickstart", help="where runs, tunes and plots go")
-    q.add_argument("overrides", nargs="*", help="key=value overrides applied to every tiny recipe")
+    q.add_argument("overrides", nargs="*",
+                   help="key=value overrides for every part, or RECIPE:key=value for one part "
+                        "(e.g. music/abc_tiny:generate.n_tunes=5)")
     q.set_defaults(func=_cmd_quickstart)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -58,8 +59,32 @@ def test_music_generate_and_eval_positions(trained, tmp_path, capsys):
     assert png.stat().st_size > 1000
 
 
-def test_quickstart_runs_every_part(tmp_path, capsys):
-    assert main(["quickstart", "--out", str(tmp_path), *FAST]) == 0
+QUICK = ["train.max_steps=2", "train.batch_size=4", "train.save_every=2", "train.log_every=1",
+         *(f"music/abc_tiny:{o}" for o in FAST if not o.startswith("train.")),
+         "music/abc_tiny:train.eval_every=2", "music/abc_tiny:train.eval_batches=1",
+         "visual/stage1_tiny:model.n_layer=1", "visual/stage1_tiny:model.n_embd=32",
+         "visual/stage1_tiny:model.head_size=16", "visual/stage1_tiny:data.max_samples=8",
+         "visual/stage2_tiny:data.max_samples=8", "visual/stage2_tiny:eval.max_questions=4",
+         "audio/synth_tiny:model.n_layer=1", "audio/synth_tiny:model.n_embd=32",
+         "audio/synth_tiny:model.head_size=16", "audio/synth_tiny:train.eval_every=2",
+         "audio/synth_tiny:eval.every=2", "audio/synth_tiny:eval.snapshot_every=1",
+         "audio/synth_tiny:data.synthetic.n_train=24", "audio/synth_tiny:data.synthetic.n_eval=12"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_part(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the parts' generated data goes under the temp folder
+    music_data = [f"music/abc_tiny:data.train={REPO}/data/music/train.json",
+                  f"music/abc_tiny:data.validation={REPO}/data/music/validation.json"]
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), *QUICK, *music_data]) == 0
     out = capsys.readouterr().out
     assert "quickstart summary" in out and "parse_rate" in out
-    assert (tmp_path / "abc_tiny" / "model.pth").exists()
+    assert (tmp_path / "qs" / "abc_tiny" / "model.pth").exists()
+    assert (tmp_path / "qs" / "stage2_tiny" / "model" / "backbone.pth").exists()
+    assert "gqa_accuracy" in out and "mAP" in out
+
+
+def test_quickstart_rejects_an_unknown_part(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path), "nope/x:train.lr=1"]) == 2
+    assert "no quickstart part" in capsys.readouterr().err
