@@ -51,12 +51,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_init(args: argparse.Namespace) -> int:
     import torch
 
-    from rwkv_mm.backbone import RWKV, RWKVConfig, save_model
+    from rwkv_mm.backbone import RWKVConfig, save_model
+    from rwkv_mm.backbone.build import build_backbone
 
     torch.manual_seed(args.seed)
     config = RWKVConfig(version=args.version, n_layer=args.n_layer, n_embd=args.n_embd,
                         vocab_size=args.vocab_size, head_size=args.head_size)
-    model = RWKV(config)
+    model = build_backbone(config)
     path = save_model(model, args.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {path}: RWKV-{config.version} L={config.n_layer} D={config.n_embd} "
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("init", help="write a randomly initialised model (paper App. I) in the official layout")
     i.add_argument("--out", required=True, help="output .pth or .safetensors")
-    i.add_argument("--version", default="6", help="5 (Eagle) or 6 (Finch)")
+    i.add_argument("--version", default="6", help="5 (Eagle), 6 (Finch) or goldfinch")
     i.add_argument("--n-layer", type=int, default=2)
     i.add_argument("--n-embd", type=int, default=128)
     i.add_argument("--vocab-size", type=int, default=65536)
