@@ -146,8 +146,53 @@ class GoldFinchState:
         idx = torch.as_tensor(index, dtype=torch.long, device=self.key_cache.device)
         return self._map(lambda t: t.index_select(0, idx))
 
+    @classmethod
+    def cat(cls, states: list["GoldFinchState"], emb: nn.Embedding | None = None) -> "GoldFinchState":
+        """Concatenate states of equally long sequences along the batch dimension.
+
+        The key caches must hold the same number of positions (GOLD attention has no padding
+        mask). Where the context pieces do not line up (different id/embedding splits), each
+        state's context becomes one embedding piece, which needs `emb` (the model's embedding).
+        """
+        if not states:
+            raise ValueError("GoldFinchState.cat: no states given")
+        lengths = sorted({s.length for s in states})
+        if len(lengths) > 1:
+            raise ValueError(f"GoldFinchState.cat: states hold different numbers of positions "
+                             f"{lengths}; only equally long sequences can share a batch")
+        memo_kept = {s.kv_memo is not None for s in states}
+        contexts = _aligned_contexts(states, emb)
+        memo = None
+        if memo_kept == {True}:
+            memo = [(torch.cat([m[0] for m in ms]), torch.cat([m[1] for m in ms]))
+                    for ms in zip(*(s.kv_memo for s in states))]
+        return cls(
+            att_x=[torch.cat(ts) for ts in zip(*(s.att_x for s in states))],
+            ffn_x=[torch.cat(ts) for ts in zip(*(s.ffn_x for s in states))],
+            wkv=[torch.cat(ts) for ts in zip(*(s.wkv for s in states))],
+            context=[torch.cat(ps) for ps in zip(*contexts)],
+            key_cache=torch.cat([s.key_cache for s in states]),
+            kv_memo=memo,
+            keep_kv_memo=all(s.keep_kv_memo for s in states) and memo is not None,
+        )
+
     def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "GoldFinchState":
         memo = None if self.kv_memo is None else [(fn(k), fn(v)) for k, v in self.kv_memo]
         return GoldFinchState([fn(t) for t in self.att_x], [fn(t) for t in self.ffn_x],
                               [fn(t) for t in self.wkv], [fn(t) for t in self.context],
                               fn(self.key_cache), memo, self.keep_kv_memo)
+
+
+def _piece_layout(state: GoldFinchState) -> list[tuple[int, bool]]:
+    """(length, is token ids) of every context piece."""
+    return [(p.shape[1], p.dim() == 2) for p in state.context]
+
+
+def _aligned_contexts(states: list[GoldFinchState], emb: nn.Embedding | None) -> list[list[torch.Tensor]]:
+    """Every state's context pieces, in one layout shared by all states (see `GoldFinchState.cat`)."""
+    if all(_piece_layout(s) == _piece_layout(states[0]) for s in states):
+        return [s.context for s in states]
+    if emb is None:
+        raise ValueError("GoldFinchState.cat: the states' context pieces differ "
+                         f"({[_piece_layout(s) for s in states]}); pass emb to merge them")
+    return [[s.context_embeddings(emb)] for s in states]

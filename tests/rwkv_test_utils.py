@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rwkv_mm.backbone import RWKV, RWKVConfig
+from rwkv_mm.backbone import RWKV, GoldFinch, RWKVConfig, build_backbone
 
 
 @torch.no_grad()
@@ -38,6 +38,10 @@ def randomize_(model: RWKV, seed: int = 0) -> RWKV:
             normal(p, 0.1)
         elif leaf == "time_decay_w2":
             normal(p, 0.3)
+        elif leaf.endswith("_w1"):  # GoldFinch's other LoRAs (v2, GOLD query/key/value)
+            normal(p, 0.5 / math.sqrt(p.shape[0]))
+        elif leaf.endswith("_w2"):
+            normal(p, 0.1)
         elif name.startswith("emb."):
             normal(p, 1.0)
         elif leaf == "weight" and p.dim() == 1:  # LayerNorm / GroupNorm
@@ -52,9 +56,9 @@ def randomize_(model: RWKV, seed: int = 0) -> RWKV:
 
 
 def tiny_model(version: str = "6", n_layer: int = 2, n_embd: int = 128, vocab_size: int = 300,
-               head_size: int = 32, seed: int = 0, **kwargs) -> RWKV:
-    """A small randomly weighted model for fast CPU tests."""
+               head_size: int = 32, seed: int = 0, **kwargs) -> RWKV | GoldFinch:
+    """A small randomly weighted model for fast CPU tests (any version, via build_backbone)."""
     torch.manual_seed(seed)
     config = RWKVConfig(version=version, n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size,
                         head_size=head_size, **kwargs)
-    return randomize_(RWKV(config), seed).eval()
+    return randomize_(build_backbone(config), seed).eval()

@@ -24,7 +24,9 @@ from rwkv_mm.vision.tower import VisionConfig
 @dataclass
 class VisualModelConfig:
     """The language model: a fresh one of this shape, or the weights of `backbone` (an official
-    RWKV-5/6 World .pth, e.g. RWKV-5-World-1B5) — ignored when `init_from` is set."""
+    RWKV-5/6 World .pth, e.g. RWKV-5-World-1B5, or a GoldFinch file) — ignored when `init_from`
+    is set. `version`: "5" (Eagle), "6" (Finch) or "goldfinch" (Finch-C2 + GOLD layers; its
+    default split, L - int(2L/3) GOLD layers on top)."""
 
     backbone: str = ""
     version: str = "5"
@@ -99,7 +101,7 @@ def stage_train_config(cfg: VisualRunConfig) -> TrainConfig:
 
 def build_visual_model(cfg: VisualRunConfig):
     """The fusion model: from `init_from`, or a backbone (file or fresh) + a fresh projector."""
-    from rwkv_mm.backbone import RWKV, RWKVConfig, load_model
+    from rwkv_mm.backbone import RWKVConfig, build_backbone, load_model
     from rwkv_mm.vision.checkpoint import load_visual_rwkv
     from rwkv_mm.vision.model import VisualRWKV
     from rwkv_mm.vision.projector import build_projector
@@ -115,8 +117,8 @@ def build_visual_model(cfg: VisualRunConfig):
     if m.backbone:
         rwkv = load_model(m.backbone)
     else:
-        rwkv = RWKV(RWKVConfig(version=m.version, n_layer=m.n_layer, n_embd=m.n_embd,
-                               vocab_size=m.vocab_size, head_size=m.head_size))
+        rwkv = build_backbone(RWKVConfig(version=m.version, n_layer=m.n_layer, n_embd=m.n_embd,
+                                         vocab_size=m.vocab_size, head_size=m.head_size))
     tower = build_vision_tower(cfg.vision)
     proj = build_projector(cfg.vision.projector, tower.hidden_size, rwkv.config.n_embd)
     return VisualRWKV(rwkv, tower, proj, m.reverse_image_odd_layers)

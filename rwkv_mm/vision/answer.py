@@ -6,6 +6,10 @@ before the image) depends on the image only when the image comes first, so its r
 can be computed once per image and reused for every question about it (POPE asks ~6 questions
 per image, GQA testdev ~30). The question suffix is then prefilled from a copy of that state,
 and all questions of a batch decode together (B > 1), one token per step.
+
+Eagle/Finch states are fixed-size, so a whole batch decodes together. A GoldFinch state carries
+a key cache that grows with the sequence and GOLD attention has no padding mask, so GoldFinch
+questions decode together only with others whose prompts are equally long (exact, no padding).
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from pathlib import Path
 
 import torch
 
-from rwkv_mm.backbone import RWKVState
+from rwkv_mm.backbone import GoldFinchState, RWKVState
 
 from .conversation import IMAGE_TOKEN_ID, ChatTemplate, encode_conversation
 from .model import VisualRWKV
+
+State = RWKVState | GoldFinchState
 
 
 @dataclass
@@ -52,7 +58,7 @@ class VisualAnswerer:
         self.template = template or ChatTemplate()
         self.image_position, self.max_new_tokens = image_position, max_new_tokens
         self.cache_images, self.cache_size = cache_images, cache_size
-        self._cache: OrderedDict[tuple, tuple[RWKVState, torch.Tensor]] = OrderedDict()
+        self._cache: OrderedDict[tuple, tuple[State, torch.Tensor]] = OrderedDict()
         self.stats = {"prefix_computed": 0, "prefix_reused": 0}
         self.device = model.rwkv.emb.weight.device
 
@@ -64,13 +70,13 @@ class VisualAnswerer:
                                      add_generation_prompt=True, sample_id=question.qid)
         return ids
 
-    def _run(self, ids: list[int], state: RWKVState | None, image: Path | None):
+    def _run(self, ids: list[int], state: State | None, image: Path | None):
         tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
         pixels = self.processor(image).unsqueeze(0).to(self.device) if image is not None else None
         logits, state = self.model(tokens, images=pixels, state=state, last_only=True)
         return state, logits[0, -1].float()
 
-    def _prefilled(self, question: Question) -> tuple[RWKVState, torch.Tensor]:
+    def _prefilled(self, question: Question) -> tuple[State, torch.Tensor]:
         """(state, logits of the last prompt token) for one question, using the image cache."""
         ids = self.prompt_ids(question)
         if question.image is None or not self.cache_images:
@@ -95,13 +101,22 @@ class VisualAnswerer:
 
     @torch.inference_mode()
     def answer(self, questions: Sequence[Question]) -> list[str]:
-        """Greedy answers for a batch of questions (decoded together)."""
+        """Greedy answers for a batch of questions (decoded together, see the module notes)."""
         if not questions:
             return []
         prefilled = [self._prefilled(q) for q in questions]
-        state = RWKVState.cat([s for s, _ in prefilled])
+        answers: list[str] = [""] * len(questions)
+        for group in decode_groups([s for s, _ in prefilled]):
+            texts = self._decode([prefilled[i] for i in group])
+            for i, text in zip(group, texts):
+                answers[i] = text
+        return answers
+
+    def _decode(self, prefilled: list[tuple[State, torch.Tensor]]) -> list[str]:
+        """Greedy decoding of B prefilled questions that can share one batched state."""
+        state = cat_states([s for s, _ in prefilled], self.model.rwkv.emb)
         logits = torch.stack([lg for _, lg in prefilled])  # [B, V]
-        B = len(questions)
+        B = len(prefilled)
         out: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
         end = self.template.turn_end
@@ -123,3 +138,20 @@ class VisualAnswerer:
             logits = step_logits[:, -1].float()
         texts = [self.tokenizer.decode(ids) for ids in out]
         return [t.split(end)[0].strip() if end else t.strip() for t in texts]
+
+
+def decode_groups(states: Sequence[State]) -> list[list[int]]:
+    """Indices of the states that can decode as one batch: all of them for Eagle/Finch, those of
+    equal sequence length for GoldFinch (its key caches cannot be padded)."""
+    groups: dict[int, list[int]] = {}
+    for i, state in enumerate(states):
+        length = state.length if isinstance(state, GoldFinchState) else 0
+        groups.setdefault(length, []).append(i)
+    return list(groups.values())
+
+
+def cat_states(states: Sequence[State], emb: torch.nn.Embedding) -> State:
+    """One batched state from B single-sequence states of the same backbone."""
+    if isinstance(states[0], GoldFinchState):
+        return GoldFinchState.cat(list(states), emb)
+    return RWKVState.cat(list(states))

@@ -1,7 +1,8 @@
 """VisualRWKV files: ours (a folder) and released VisualRWKV checkpoints (one state dict).
 
 Ours: `<dir>/backbone.pth` (the LM in BlinkDL's official layout, readable by `rwkv-mm generate`
-and BlinkDL's runtime), `<dir>/projector.pth` (the projector's state dict) and
+and BlinkDL's runtime; a GoldFinch LM in the GoldFinch code's layout, which `load_model` and
+`state_dict_to_model` recognise by its key-cache weights), `<dir>/projector.pth` (the projector's state dict) and
 `<dir>/visual_rwkv.json` (vision tower settings, template, image position, layer reversal).
 The tower's weights are not copied: it is frozen and rebuilt from its source.
 

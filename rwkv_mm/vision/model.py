@@ -1,7 +1,8 @@
 """The VisualRWKV fusion model: projected CLIP features replace the `<image>` placeholders.
 
-Submodule names follow the released VisualRWKV checkpoints: `rwkv` (the Eagle/Finch backbone in
-the official layout), `vit` (the frozen tower), `proj` (the projector).
+Submodule names follow the released VisualRWKV checkpoints: `rwkv` (the language model in the
+official layout: Eagle/Finch, or GoldFinch in the GoldFinch code's layout), `vit` (the frozen
+tower), `proj` (the projector).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rwkv_mm.backbone import RWKV, RWKVState
+from rwkv_mm.backbone import RWKV, GoldFinch, GoldFinchState, RWKVState
 
 from .conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
 from .tower import VisionTower
@@ -32,21 +33,43 @@ def image_span_reversal(input_ids: torch.Tensor) -> torch.Tensor | None:
     return torch.where(is_image, start + end - pos, pos)
 
 
+def check_reversal(rwkv: RWKV | GoldFinch, reverse_image_odd_layers: bool) -> None:
+    """Raise ValueError when `model.reverse_image_odd_layers` is asked of a backbone without it.
+
+    The reversal re-orders the image span between recurrent layers. GoldFinch's GOLD layers
+    attend over one key cache that its Finch-C2 stack writes in sequence order and that later
+    turns extend, so a per-layer order has no single meaning there."""
+    if reverse_image_odd_layers and rwkv.config.is_goldfinch:
+        raise ValueError("model.reverse_image_odd_layers=true is not supported with version "
+                         "goldfinch: GOLD layers share one key cache in sequence order, so odd "
+                         "layers cannot run on a reversed image span; set it to false")
+
+
 class VisualRWKV(nn.Module):
-    """Eagle/Finch LM with a CLIP front end.
+    """Eagle/Finch (or GoldFinch) LM with a CLIP front end.
 
     Args:
-        rwkv: the language model.
+        rwkv: the language model (`RWKV` or `GoldFinch`, as `build_backbone` returns).
         vit: the frozen vision tower (None when only precomputed features are used).
         proj: the projector, [.., C] -> [.., D].
-        reverse_image_odd_layers: run odd layers over the image span in reverse (VisualRWKV-6).
+        reverse_image_odd_layers: run odd layers over the image span in reverse (VisualRWKV-6;
+            Eagle/Finch only).
     """
 
-    def __init__(self, rwkv: RWKV, vit: VisionTower | None, proj: nn.Module,
+    def __init__(self, rwkv: RWKV | GoldFinch, vit: VisionTower | None, proj: nn.Module,
                  reverse_image_odd_layers: bool = False) -> None:
         super().__init__()
         self.rwkv, self.vit, self.proj = rwkv, vit, proj
         self.reverse_image_odd_layers = reverse_image_odd_layers
+
+    @property
+    def reverse_image_odd_layers(self) -> bool:
+        return self._reverse_image_odd_layers
+
+    @reverse_image_odd_layers.setter
+    def reverse_image_odd_layers(self, value: bool) -> None:
+        check_reversal(self.rwkv, value)
+        self._reverse_image_odd_layers = bool(value)
 
     @property
     def num_image_tokens(self) -> int:
@@ -82,11 +105,11 @@ class VisualRWKV(nn.Module):
         return x
 
     def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
-                state: RWKVState | None = None, *, image_features: torch.Tensor | None = None,
+                state: RWKVState | GoldFinchState | None = None, *, image_features: torch.Tensor | None = None,
                 last_only: bool = False, return_hidden: bool = False):
         """input_ids [B, T] with IMAGE_TOKEN_ID placeholders; images [N, 3, S, S] or
         image_features [N, P, C] for the N images in row-major order. Returns (logits [B, T, V]
-        or hidden [B, T, D], state), as `RWKV.forward`."""
+        or hidden [B, T, D], state), as `RWKV.forward` (a GoldFinchState for GoldFinch)."""
         has_image = images is not None or image_features is not None
         embeds = self.image_embeddings(images, image_features) if has_image else None
         x = self.embed(input_ids, embeds)

@@ -1,5 +1,6 @@
 """Batched greedy answering and image-state caching give the same answers as one at a time."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -49,8 +50,9 @@ def _greedy_reference(model, answerer, q):
     return TOK.decode(out).split("\n\n")[0].strip()
 
 
-def test_batched_and_cached_answers_equal_one_at_a_time(tmp_path):
-    model = tiny_visual_model(seed=3)
+@pytest.mark.parametrize("version, n_layer", [("5", 2), ("goldfinch", 3)])
+def test_batched_and_cached_answers_equal_one_at_a_time(tmp_path, version, n_layer):
+    model = tiny_visual_model(version, seed=3, n_layer=n_layer)
     qs = _questions(_images(tmp_path))
     reference = [_greedy_reference(model, _answerer(model), q) for q in qs]
     no_cache = _answerer(model, cache_images=False)

@@ -1,5 +1,6 @@
 """`rwkv-mm chat`: one-shot answers equal greedy decoding; later turns continue the state."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -15,8 +16,9 @@ from vision_test_utils import tiny_vision_config, tiny_visual_model
 TOK = load_tokenizer("world")
 
 
-def test_chat_reply_equals_greedy_answer_and_keeps_state(tmp_path):
-    model = tiny_visual_model(seed=4)
+@pytest.mark.parametrize("version, n_layer", [("5", 2), ("goldfinch", 3)])
+def test_chat_reply_equals_greedy_answer_and_keeps_state(tmp_path, version, n_layer):
+    model = tiny_visual_model(version, seed=4, n_layer=n_layer)
     img = tmp_path / "a.png"
     Image.new("RGB", (32, 32), (200, 10, 10)).save(img)
     proc = ImageProcessor(32)

@@ -18,10 +18,11 @@ def tiny_vision_config(**kwargs) -> VisionConfig:
 
 
 def tiny_visual_model(version: str = "5", reverse: bool = False, seed: int = 0,
-                      vision: VisionConfig | None = None) -> VisualRWKV:
-    """A randomly weighted fusion model with the World vocabulary (65536) and D=32."""
+                      vision: VisionConfig | None = None, n_layer: int = 2) -> VisualRWKV:
+    """A randomly weighted fusion model with the World vocabulary (65536) and D=32 (any backbone
+    version; GoldFinch with n_layer=3 has 2 Finch-C2 layers and 1 GOLD layer)."""
     vision = vision or tiny_vision_config()
-    rwkv = tiny_model(version, n_layer=2, n_embd=32, vocab_size=65536, head_size=16, seed=seed)
+    rwkv = tiny_model(version, n_layer=n_layer, n_embd=32, vocab_size=65536, head_size=16, seed=seed)
     tower = build_vision_tower(vision)
     torch.manual_seed(seed)
     proj = build_projector(vision.projector, tower.hidden_size, 32)

@@ -1,0 +1,117 @@
+"""VisualRWKV with the GoldFinch backbone (`model.version: goldfinch`): both training stages
+through the real runner, the saved model folder, batched GoldFinch states, and the settings it
+cannot take. (Cached-state answering = uncached: tests/vision/test_answer.py, parametrised.)"""
+
+import pytest
+import torch
+
+from rwkv_mm.backbone import GoldFinch, GoldFinchState, read_state_dict
+from rwkv_mm.recipe import load_recipe
+from rwkv_mm.runners import get_runner
+from rwkv_mm.runners.visual_rwkv import build_visual_model
+from rwkv_mm.vision.answer import cat_states, decode_groups
+from rwkv_mm.vision.checkpoint import load_visual_rwkv
+from rwkv_mm.vision.conversation import IMAGE_TOKEN_ID
+from vision_test_utils import tiny_visual_model
+
+TINY = ["model.version=goldfinch", "model.n_layer=3", "model.n_embd=32", "model.head_size=16",
+        "vision.custom.image_size=32", "vision.custom.width=32", "vision.custom.layers=1",
+        "vision.custom.head_width=16", "data.max_samples=16", "data.ctx_len=96",
+        "train.max_steps=2", "train.batch_size=4", "train.warmup_steps=0", "train.save_every=2",
+        "train.log_every=1", "train.lr=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Stage 1 then stage 2 of a tiny GoldFinch VisualRWKV (2 Finch-C2 + 1 GOLD layer)."""
+    tmp = tmp_path_factory.mktemp("gf_stages")
+    data = tmp / "synth"
+    from rwkv_mm.vision.synth import build_synthetic_visual
+    build_synthetic_visual(data, n_train=16, n_eval=2)
+    common = TINY + [f"data.synthetic_root={data}", f"data.image_root={data}"]
+    r1 = load_recipe("visual/stage1_tiny", common + [f"data.data_path={data}/stage1_captions.json"])
+    s1 = get_runner(r1.runner).fn(r1.config, tmp / "s1", False)
+    r2 = load_recipe("visual/stage2_tiny", common + [f"init_from={tmp}/s1/model",
+                                                      f"data.data_path={data}/stage2_qa.json",
+                                                      "eval.gqa_questions=", "eval.pope_questions="])
+    s2 = get_runner(r2.runner).fn(r2.config, tmp / "s2", False)
+    return tmp, r1.config, r2.config, s1, s2
+
+
+def test_recipe_builds_a_goldfinch_backbone(runs):
+    _, cfg1, _, _, _ = runs
+    model = build_visual_model(cfg1)
+    assert isinstance(model.rwkv, GoldFinch)
+    assert [b.is_gold for b in model.rwkv.blocks] == [False, False, True]
+
+
+def test_stage1_updates_only_the_projector(runs):
+    tmp, cfg1, _, s1, _ = runs
+    start = build_visual_model(cfg1)  # same seed: the model stage 1 started from
+    trained = torch.load(tmp / "s1" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    changed = {k for k, v in start.state_dict().items() if not torch.equal(v, trained[k])}
+    assert changed == {"proj.weight"}
+    assert s1["trainable_params"] == start.proj.weight.numel()
+
+
+def test_stage2_trains_finch_c2_gold_and_key_cache_but_not_the_embedding(runs):
+    tmp, _, _, _, _ = runs
+    before = read_state_dict(tmp / "s1" / "model" / "backbone.pth")
+    after = read_state_dict(tmp / "s2" / "model" / "backbone.pth")
+    assert "w_kv_cache_a.weight" in after  # the GoldFinch code's layout
+    assert torch.equal(before["emb.weight"], after["emb.weight"])
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert {"head.weight", "w_kv_cache_b.weight"} <= changed
+    assert any(k.startswith("blocks.0.att.") for k in changed)  # Finch-C2
+    assert "blocks.2.att.query.weight" in changed  # GOLD
+
+
+def test_saved_folder_reloads_with_identical_logits_and_cached_state(runs):
+    tmp, _, cfg2, _, _ = runs
+    trained = build_visual_model(cfg2)  # stage 1's folder + tower, then stage 2's final weights
+    trained.load_state_dict(torch.load(tmp / "s2" / "checkpoints" / "last.pt", weights_only=True)["model"])
+    trained.eval()
+    loaded, meta = load_visual_rwkv(tmp / "s2" / "model")
+    assert isinstance(loaded.rwkv, GoldFinch) and meta["image_position"] == "first"
+    P = loaded.num_image_tokens
+    ids = torch.tensor([[11, 12] + [IMAGE_TOKEN_ID] * P + [40, 41, 42, 43]])
+    pixels = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        want, _ = trained(ids, images=pixels)
+        got, _ = loaded(ids, images=pixels)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        # prefill the image prefix once (last_only), continue with the text: same last logits
+        split = 2 + P
+        _, state = loaded(ids[:, :split], images=pixels, last_only=True)
+        step, _ = loaded(ids[:, split:], state=state.clone())
+    torch.testing.assert_close(step[:, -1], want[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_goldfinch_states_batch_only_with_equal_lengths():
+    model = tiny_visual_model("goldfinch", n_layer=3, seed=2)
+    ids = [torch.tensor([[5, 6, 7]]), torch.tensor([[8, 9]]), torch.tensor([[3, 4, 2]])]
+    with torch.no_grad():
+        outs = [model(t) for t in ids]
+        states = [s for _, s in outs]
+        assert decode_groups(states) == [[0, 2], [1]]
+        batched = cat_states([states[0], states[2]], model.rwkv.emb)
+        assert isinstance(batched, GoldFinchState) and batched.batch_size == 2
+        nxt = torch.tensor([[17], [18]])
+        logits, _ = model(nxt, state=batched)
+        for b, i in enumerate((0, 2)):
+            alone, _ = model(nxt[b:b + 1], state=states[i])
+            torch.testing.assert_close(logits[b], alone[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="different numbers of positions"):
+        GoldFinchState.cat(states)
+
+
+def test_image_reversal_is_rejected_for_goldfinch():
+    with pytest.raises(ValueError, match="model.reverse_image_odd_layers"):
+        tiny_visual_model("goldfinch", reverse=True, n_layer=3)
+    r = load_recipe("visual/stage1_tiny", ["model.version=goldfinch", "model.n_layer=3",
+                                           "model.n_embd=32", "model.head_size=16",
+                                           "model.reverse_image_odd_layers=true",
+                                           "vision.custom.image_size=32", "vision.custom.width=32",
+                                           "vision.custom.layers=1", "vision.custom.head_width=16"])
+    with pytest.raises(ValueError, match="model.reverse_image_odd_layers"):
+        build_visual_model(r.config)
