@@ -115,3 +115,10 @@ def test_image_reversal_is_rejected_for_goldfinch():
                                            "vision.custom.layers=1", "vision.custom.head_width=16"])
     with pytest.raises(ValueError, match="model.reverse_image_odd_layers"):
         build_visual_model(r.config)
+
+
+def test_shipped_recipe_is_a_fresh_goldfinch_stage2():
+    cfg = load_recipe("visual/stage2_goldfinch_tiny").config
+    assert cfg.stage == 2 and not cfg.init_from and cfg.model.version == "goldfinch"
+    model = build_visual_model(cfg)
+    assert isinstance(model.rwkv, GoldFinch) and model.rwkv.config.n_gold_layer == 1
