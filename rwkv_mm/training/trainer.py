@@ -64,6 +64,18 @@ def apply_freezing(model: nn.Module, freeze: Sequence[str], train_only: Sequence
     return counts
 
 
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """The residual blocks FSDP shards one by one: every entry of every `blocks` ModuleList,
+    wherever it sits (an LM's `blocks` — Eagle/Finch `Block`s or GoldFinch `GoldFinchBlock`s —,
+    a VisualRWKV's `rwkv.blocks`, an AudioRWKV's `blocks`). What lies outside them (embedding,
+    GoldFinch's key-cache matrices, head, front ends) goes to the root unit."""
+    units: list[nn.Module] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "blocks":
+            units.extend(module)
+    return units
+
+
 def maybe_init_distributed() -> bool:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL with one GPU per
     process (LOCAL_RANK) when CUDA is available, gloo on CPUs. Returns True when distributed."""
@@ -126,7 +138,7 @@ class Trainer:
         self.sharded = self.distributed and self.world > 1 and cfg.strategy == "fsdp"
         if self.sharded:  # FSDP2: each block's parameters sharded over processes, then the rest
             from torch.distributed.fsdp import fully_shard
-            for block in getattr(model, "blocks", []):
+            for block in fsdp_units(model):
                 fully_shard(block)
             fully_shard(model)
         elif self.distributed and self.world > 1:

@@ -10,16 +10,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from rwkv_mm.backbone import RWKV, RWKVConfig
+from rwkv_mm.backbone import RWKV, GoldFinch, RWKVConfig, build_backbone
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.l2wrap import l2wrap
 from rwkv_mm.training.schedule import lr_at
-from rwkv_mm.training.trainer import IGNORE_INDEX, Trainer
+from rwkv_mm.training.trainer import IGNORE_INDEX, Trainer, fsdp_units
 
 
-def make_model(seed: int = 0) -> RWKV:
+def make_model(seed: int = 0, version: str = "6") -> RWKV | GoldFinch:
+    """Finch L1 D32, or GoldFinch L2 D32 (1 Finch-C2 + 1 GOLD layer)."""
     torch.manual_seed(seed)
-    return RWKV(RWKVConfig(version="6", n_layer=1, n_embd=32, vocab_size=40, head_size=16))
+    n_layer = 2 if version == "goldfinch" else 1
+    return build_backbone(RWKVConfig(version=version, n_layer=n_layer, n_embd=32, vocab_size=40,
+                                     head_size=16))
 
 
 def make_dataset(n: int = 24, T: int = 12, seed: int = 1) -> list[dict]:
@@ -135,14 +138,15 @@ def test_l2wrap_gradient_matches_rwkv_lm_formula():
     assert l2wrap(torch.tensor(2.5), logits, 6).item() == 2.5
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: str) -> None:
+def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: str, version: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
         losses, trainer = train(__import__("pathlib").Path(out_dir),
-                                config(max_steps=4, micro_batch_size=1, save_every=2, strategy=strategy))
+                                config(max_steps=4, micro_batch_size=1, save_every=2, strategy=strategy),
+                                model=make_model(version=version))
         full = trainer.full_model_state_dict()  # collective under FSDP; whole on rank 0 only
         if rank == 0:
             torch.save({"losses": losses, "head": full["head.weight"].detach()}, f"{out_dir}/result.pt")
@@ -150,19 +154,39 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: s
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_gloo_processes_equal_one_process(tmp_path, strategy):
+@pytest.mark.parametrize("strategy, version", [("ddp", "6"), ("fsdp", "6"), ("fsdp", "goldfinch")])
+def test_two_gloo_processes_equal_one_process(tmp_path, strategy, version):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single, trainer = train(tmp_path / "single", config(max_steps=4, micro_batch_size=1))
+        single, trainer = train(tmp_path / "single", config(max_steps=4, micro_batch_size=1),
+                                model=make_model(version=version))
     finally:
         torch.set_num_threads(threads)
     out = tmp_path / "ddp"
     out.mkdir()
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out), strategy), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out), strategy, version), nprocs=2, join=True)
     result = torch.load(out / "result.pt", weights_only=True)
     assert result["losses"] == pytest.approx(single, rel=1e-5)
     assert torch.allclose(result["head"], trainer.model.head.weight, atol=1e-6)
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)  # whole, not shards
     assert ckpt["step"] == 4 and torch.allclose(ckpt["model"]["head.weight"], result["head"])
+
+
+def test_fsdp_units_are_the_blocks_of_every_backbone_wherever_they_sit():
+    """FSDP shards each residual block: Eagle/Finch Blocks, GoldFinchBlocks (also inside a
+    VisualRWKV, as `rwkv.blocks`) and AudioRWKV's blocks; nothing else becomes a unit."""
+    from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
+    from rwkv_mm.backbone.goldfinch import GoldFinchBlock
+    from rwkv_mm.backbone.model import Block
+    from rwkv_mm.vision.model import VisualRWKV
+
+    finch, gold = make_model(), make_model(version="goldfinch")
+    assert fsdp_units(finch) == list(finch.blocks) and all(isinstance(b, Block) for b in finch.blocks)
+    assert fsdp_units(gold) == list(gold.blocks)
+    assert all(isinstance(b, GoldFinchBlock) for b in gold.blocks) and gold.blocks[1].is_gold
+    visual = VisualRWKV(gold, None, torch.nn.Linear(8, 32, bias=False))
+    assert fsdp_units(visual) == list(gold.blocks)
+    audio = AudioRWKV(AudioRWKVConfig(n_layer=2, n_embd=32, head_size=16, num_classes=3,
+                                      num_mel_bins=32, target_frames=32))
+    assert fsdp_units(audio) == list(audio.blocks)

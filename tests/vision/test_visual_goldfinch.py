@@ -11,7 +11,7 @@ from rwkv_mm.runners import get_runner
 from rwkv_mm.runners.visual_rwkv import build_visual_model
 from rwkv_mm.vision.answer import cat_states, decode_groups
 from rwkv_mm.vision.checkpoint import load_visual_rwkv
-from rwkv_mm.vision.conversation import IMAGE_TOKEN_ID
+from rwkv_mm.vision.conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
 from vision_test_utils import tiny_visual_model
 
 TINY = ["model.version=goldfinch", "model.n_layer=3", "model.n_embd=32", "model.head_size=16",
@@ -122,3 +122,75 @@ def test_shipped_recipe_is_a_fresh_goldfinch_stage2():
     assert cfg.stage == 2 and not cfg.init_from and cfg.model.version == "goldfinch"
     model = build_visual_model(cfg)
     assert isinstance(model.rwkv, GoldFinch) and model.rwkv.config.n_gold_layer == 1
+
+
+def _fsdp_samples(n: int = 8, T: int = 16) -> list[dict]:
+    """Token rows with a 5-token image span (precomputed tower features) and answer targets."""
+    g = torch.Generator().manual_seed(1)
+    samples = []
+    for _ in range(n):
+        ids = torch.randint(10, 300, (T,), generator=g)
+        ids[1:6] = IMAGE_TOKEN_ID
+        targets = torch.randint(10, 300, (T,), generator=g)
+        targets[:6] = IGNORE_INDEX
+        samples.append({"input_ids": ids, "targets": targets,
+                        "image_features": torch.randn(1, 5, 32, generator=g)})
+    return samples
+
+
+def _fsdp_collate(samples: list[dict]) -> dict:
+    return {"input_ids": torch.stack([s["input_ids"] for s in samples]),
+            "targets": torch.stack([s["targets"] for s in samples]),
+            "image_features": torch.cat([s["image_features"] for s in samples])}
+
+
+def _train_visual(out_dir, strategy: str = "ddp"):
+    """3 stage-2-like steps of a tiny GoldFinch VisualRWKV; (losses, trainer)."""
+    from rwkv_mm.training.config import TrainConfig
+    from rwkv_mm.training.trainer import Trainer
+    from rwkv_mm.vision.model import vlm_loss
+
+    model = tiny_visual_model("goldfinch", n_layer=3, seed=0).train()
+    cfg = TrainConfig(max_steps=3, batch_size=4, micro_batch_size=1, lr=1e-3, warmup_steps=0,
+                      save_every=3, eval_every=0, log_every=1, seed=3, strategy=strategy,
+                      freeze=["vit.*", "rwkv.emb.*"])
+    losses: list[float] = []
+    trainer = Trainer(model, cfg, out_dir, _fsdp_samples(), _fsdp_collate, loss_fn=vlm_loss, device="cpu")
+    trainer.fit(on_step=lambda t, m: losses.append(m["loss"]))
+    return losses, trainer
+
+
+def _fsdp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        losses, trainer = _train_visual(out_dir, "fsdp")
+        assert trainer.sharded
+        full = trainer.full_model_state_dict()  # collective; whole on rank 0 only
+        if rank == 0:
+            torch.save({"losses": losses, "w": full["rwkv.w_kv_cache_b.weight"].detach()},
+                       f"{out_dir}/result.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp_shards_the_goldfinch_blocks_of_a_visual_model(tmp_path):
+    """Two gloo processes (FSDP2 over rwkv.blocks, then the root) train like one process."""
+    import torch.multiprocessing as mp
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single, trainer = _train_visual(tmp_path / "single")
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "fsdp"
+    out.mkdir()
+    mp.spawn(_fsdp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    result = torch.load(out / "result.pt", weights_only=True)
+    assert result["losses"] == pytest.approx(single, rel=1e-5)
+    torch.testing.assert_close(result["w"], trainer.model.rwkv.w_kv_cache_b.weight.detach(),
+                               rtol=0, atol=1e-6)
