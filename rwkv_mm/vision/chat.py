@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from rwkv_mm.backbone import RWKVState, SamplingConfig, load_tokenizer
+from rwkv_mm.backbone import GoldFinchState, RWKVState, SamplingConfig, load_tokenizer
 from rwkv_mm.backbone.sampling import Sampler
 from rwkv_mm.backbone.tokenizer import StreamDecoder
 
@@ -30,7 +30,7 @@ class ImageChat:
         self.image_position, self.processor, self.image = image_position, processor, image
         self.sampler = Sampler(sampling, model.rwkv.config.vocab_size, seed=seed)
         self.max_tokens = max_tokens
-        self.state: RWKVState | None = None
+        self.state: RWKVState | GoldFinchState | None = None
 
     @torch.inference_mode()
     def reply(self, prompt: str) -> Iterator[str]:
