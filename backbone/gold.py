@@ -8,6 +8,9 @@ Causal softmax attention (torch SDPA, H = D / head_size heads, no positional enc
 `rope_base` is set), then a LayerNorm and `output`.
 
 Parameter names follow the GoldFinch code (`time_maa_q`, `time_maa_kv_w1`, `time_key_w1`, ...).
+
+Encoders (AudioRWKV) use the same layer non-causally: `mix_keys_values` and `forward` take the
+"other token" inputs of their lerps (Q-Shift in place of the token shift) and `causal=False`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ def apply_rope(x: torch.Tensor, pos0: int, base: float) -> torch.Tensor:
     a, b = pairs[..., 0], pairs[..., 1]
     out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # [B, H, S, N/2, 2]
     return out.view(B, H, S, N).to(x.dtype)
+
+
+def decompress_keys(w_kv_cache_b: nn.Module, x0: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor:
+    """TokenCat: keys [B, T, D] = rms_norm(W_b [x0; c]) from x0 [B, T, D] and the compressed key
+    cache c [B, T, Dc] (W_b: D + Dc -> D)."""
+    return rms_norm(w_kv_cache_b(torch.cat((x0, compressed), dim=-1)))
 
 
 def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:
@@ -95,13 +104,21 @@ class GoldAttention(nn.Module):
         Returns:
             (k, v), each [B, H, S, N]: LayerNormed (and, with RoPE, rotated) keys and values.
         """
-        B, S, D = keys.shape
         xo = rms_norm(x0)
-        dxo = token_shift(xo, rms_norm(prev_x0)) - xo  # [B, S, D]
+        return self.mix_keys_values(keys, xo, token_shift(keys, prev_key),
+                                    token_shift(xo, rms_norm(prev_x0)), pos0)
+
+    def mix_keys_values(self, keys: torch.Tensor, xo: torch.Tensor, keys_other: torch.Tensor,
+                        xo_other: torch.Tensor, pos0: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values from keys [B, S, D] and xo = rms_norm(x0) [B, S, D], each lerped
+        toward its "other token" input [B, S, D] (the token shift; Q-Shift in encoders).
+        Returns (k, v), each [B, H, S, N]."""
+        B, S, D = keys.shape
+        dxo = xo_other - xo  # [B, S, D]
         xxx = torch.addcmul(xo, dxo, self.time_maa_v_cache)
         lora = torch.tanh(xxx @ self.time_maa_kv_w1).view(B * S, 2, -1).transpose(0, 1)  # [2, BS, R]
         mk, mv = torch.bmm(lora, self.time_maa_kv_w2).view(2, B, S, D).unbind(0)
-        dk = token_shift(keys, prev_key) - keys
+        dk = keys_other - keys
         k = torch.addcmul(keys, dk, self.time_maa_k + mk)
         v = torch.addcmul(xo, dxo, self.time_maa_v + mv)
         k = k + torch.tanh(k @ self.time_key_w1) @ self.time_key_w2
@@ -111,24 +128,28 @@ class GoldAttention(nn.Module):
             k = apply_rope(k, pos0, self.rope_base)
         return k, v
 
-    def forward(self, x: torch.Tensor, x_prev: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    def forward(self, x: torch.Tensor, x_prev: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor,
+                shifted: torch.Tensor | None = None, causal: bool = True):
         """Attention of T queries, the last T of the S positions in k/v.
 
         x: normed input [B, T, D]; x_prev: [B, D]; k, v: [B, H, S, N] with S >= T.
+        `shifted` [B, T, D] replaces the token shift of the query's lerp (x_prev then unused);
+        `causal=False` lets every query see all S = T positions (encoders).
         Returns (output [B, T, D], new x_prev [B, D]).
         """
         B, T, D = x.shape
         S = k.shape[2]
-        if S < T:
-            raise ValueError(f"GOLD attention: {T} queries but only {S} cached keys")
-        dx = token_shift(x, x_prev) - x
+        if S < T or (not causal and S != T):
+            raise ValueError(f"GOLD attention: {T} queries over {S} keys "
+                             f"({'causal: S >= T' if causal else 'non-causal: S == T'} needed)")
+        dx = (token_shift(x, x_prev) if shifted is None else shifted) - x
         xxx = torch.addcmul(x, dx, self.time_maa_x)
         mq = torch.tanh(xxx @ self.time_maa_q_w1) @ self.time_maa_q_w2
         xq = torch.addcmul(x, dx, self.time_maa_q + mq)
         q = self._heads(self.ln_q(self.query(xq)))  # [B, H, T, N]
         if self.rope_base is not None:
             q = apply_rope(q, S - T, self.rope_base)
-        if T == 1:
+        if T == 1 or not causal:
             y = F.scaled_dot_product_attention(q, k, v)
         elif T == S:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)

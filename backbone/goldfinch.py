@@ -33,7 +33,7 @@ from torch import nn
 from .channel_mix import ChannelMix
 from .config import RWKVConfig
 from .finch_c2 import TimeMixFinchC2
-from .gold import GoldAttention, rms_norm
+from .gold import GoldAttention, decompress_keys
 from .goldfinch_init import init_goldfinch_
 from .goldfinch_state import KV, GoldFinchState
 from .linear import Linear
@@ -143,7 +143,7 @@ class GoldFinch(nn.Module):
 
     def decompress_keys(self, x0: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor:
         """TokenCat: keys [B, T, D] = rms_norm(W_b [x0; c]) from x0 [B, T, D] and c [B, T, D/16]."""
-        return rms_norm(self.w_kv_cache_b(torch.cat((x0, compressed), dim=-1)))
+        return decompress_keys(self.w_kv_cache_b, x0, compressed)
 
     def forward(self, tokens: torch.Tensor | None = None, state: GoldFinchState | None = None, *,
                 inputs_embeds: torch.Tensor | None = None, last_only: bool = False,

@@ -2,6 +2,12 @@
 
 fbank [B, T, M] → PatchEmbed → LN0 → L × AudioBlock → LN_out → pool over patches → Linear → logits [B, C]
 
+`version: goldfinch` builds GoldFinch's layout as an encoder: bidirectional Finch-C2 blocks
+below; after them the compressed key cache c = W_a h ([B, N, D/16]) and keys =
+rms_norm(W_b [x0; c]) with x0 = LN0(patch embeddings) in place of token embeddings; on top, GOLD
+blocks attending over those keys (values from x0) without a causal mask, every lerp fed by
+Q-Shift. Parameter names are the GoldFinch backbone's (`w_kv_cache_a`, `blocks.i.att.*`).
+
 Pooling is the mean over patches (the paper's head) by default; `pool: max` or `mean+max`
 (PANNs' choice) are options — short, sparse events train much faster with them (the tiny
 synthetic recipe: mAP 0.58 with mean vs 0.80 with max after 200 steps).
@@ -31,9 +37,12 @@ import torch
 from torch import nn
 
 from rwkv_mm.backbone.config import RWKVConfig
+from rwkv_mm.backbone.gold import decompress_keys
+from rwkv_mm.backbone.goldfinch_init import init_goldfinch_
 from rwkv_mm.backbone.init import init_rwkv_
+from rwkv_mm.backbone.linear import Linear
 
-from .encoder import AudioBlock, PatchEmbed
+from .encoder import AudioBlock, AudioGoldBlock, PatchEmbed
 
 #: parameters of a torchlibrosa-style frozen STFT (n_fft 1024: 513 bins, real + imaginary
 #: conv kernels of length 1024) and its 513 × 64 mel matrix, as HTS-AT-based models count them
@@ -51,7 +60,8 @@ class AudioRWKVConfig:
     """Shape of an AudioRWKV tagger (the `model:` section of an audio recipe).
 
     Attributes:
-        version: "6" (Finch: data-dependent decay and ddlerp) or "5" (Eagle).
+        version: "6" (Finch: data-dependent decay and ddlerp), "5" (Eagle) or "goldfinch"
+            (Finch-C2 blocks, then GOLD blocks over the key cache: L - int(2L/3) of them).
         n_layer, n_embd, head_size: L, D and N (H = D / N heads).
         dim_ffn: channel-mix hidden size; 0 = 4·D (Vision-RWKV's ratio).
         patch, stride: patch size and step over (time frames, mel bins).
@@ -128,30 +138,44 @@ class AudioRWKV(nn.Module):
         self.config = config
         bb = config.backbone_config()
         D, L = bb.n_embd, bb.n_layer
+        self.first_gold_layer = bb.first_gold_layer if bb.is_goldfinch else L
         self.patch_embed = PatchEmbed(D, config.target_frames, config.num_mel_bins, config.patch, config.stride)
         self.ln0 = nn.LayerNorm(D, eps=bb.layer_norm_eps)
         rates = [config.drop_path * i / max(L - 1, 1) for i in range(L)]
-        self.blocks = nn.ModuleList(AudioBlock(bb, i, config.shift_distance, config.shift_gamma, rates[i])
-                                    for i in range(L))
+        self.blocks = nn.ModuleList(
+            (AudioGoldBlock if i >= self.first_gold_layer else AudioBlock)(
+                bb, i, config.shift_distance, config.shift_gamma, rates[i])
+            for i in range(L))
+        if bb.is_goldfinch:
+            self.w_kv_cache_a = Linear(D, bb.key_cache_dim, bias=False)  # compress: D -> D/16
+            self.w_kv_cache_b = Linear(D + bb.key_cache_dim, D, bias=False)  # TokenCat -> key
         self.ln_out = nn.LayerNorm(D, eps=bb.layer_norm_eps)
         self.head = nn.Linear(D, config.num_classes)
         if init_weights and self.head.weight.device.type != "meta":
-            self._init_weights()
+            self._init_weights(bb.is_goldfinch)
 
     @torch.no_grad()
-    def _init_weights(self) -> None:
-        """The backbone's App. I initialisation for the blocks and norms; small head."""
-        init_rwkv_(self)  # blocks (μ/decay/bonus schedules, zeroed output projections), norms
+    def _init_weights(self, goldfinch: bool) -> None:
+        """The backbone's initialisation (App. I; GoldFinch's for version goldfinch) for the
+        blocks and norms; small head."""
+        (init_goldfinch_ if goldfinch else init_rwkv_)(self)  # μ/decay schedules, zeroed outputs, norms
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """fbank [B, T, M] → encoded patch tokens [B, H·W, D] (after LN_out, before pooling)."""
+        tokens, grid = self.patch_embed(x)  # [B, H·W, D]
+        h = x0 = self.ln0(tokens)
+        keys = None
+        for i, block in enumerate(self.blocks):
+            if i == self.first_gold_layer:  # GoldFinch: the key cache, written once
+                keys = decompress_keys(self.w_kv_cache_b, x0, self.w_kv_cache_a(h))  # [B, H·W, D]
+            h = block(h, grid, keys, x0)
+        return self.ln_out(h)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """fbank [B, T, M] → pooled embedding [B, D]."""
-        tokens, grid = self.patch_embed(x)  # [B, H·W, D]
-        h = self.ln0(tokens)
-        for block in self.blocks:
-            h = block(h, grid)
-        h = self.ln_out(h)
+        h = self.forward_tokens(x)
         pool = self.config.pool
         if pool == "mean":
             return h.mean(dim=1)
@@ -175,6 +199,8 @@ def parameter_report(model: AudioRWKV) -> dict[str, int]:
         if module is not None:
             out[name] = sum(p.numel() for p in module.parameters())
     out["pos_embed"] = model.patch_embed.pos_embed.numel()
+    if model.config.backbone_config().is_goldfinch:  # W_a, W_b of the key cache
+        out["key_cache"] = model.w_kv_cache_a.weight.numel() + model.w_kv_cache_b.weight.numel()
     out["norms"] = sum(p.numel() for m in (model.ln0, model.ln_out) for p in m.parameters())
     out["total"] = sum(p.numel() for p in model.parameters())
     out["total_with_stft_front_end"] = out["total"] + STFT_FRONT_END_PARAMS

@@ -128,7 +128,8 @@ def run(cfg: AudioRunConfig, run_dir: Path, resume: bool = False) -> dict:
         init_model, _, _ = load_tagger(cfg.init_from)
         model.load_state_dict(init_model.state_dict())
     params = parameter_report(model)
-    print(f"model: AudioRWKV ({'Finch' if model_cfg.version == '6' else 'Eagle'}) L={model_cfg.n_layer} "
+    arch = {"5": "Eagle", "6": "Finch", "goldfinch": "GoldFinch"}[model_cfg.backbone_config().version]
+    print(f"model: AudioRWKV ({arch}) L={model_cfg.n_layer} "
           f"D={model_cfg.n_embd}, grid {model.patch_embed.grid}, {params['total']:,} trainable parameters")
 
     def save(path: Path, step: int, state_dict=None) -> Path:
