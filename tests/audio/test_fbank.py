@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
 
+from rwkv_mm.audio import fbank_native
 from rwkv_mm.audio.fbank import FbankConfig, KaldiFbank, kaldi_mel_banks, reference_fbank
 
 TOL = 1e-3  # the contract: within 1e-3 of torchaudio's Kaldi fbank (log domain)
+
+
+def require_native() -> None:
+    """The compiled loops must build wherever there is a C compiler (CI has one)."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the fbank uses its torch path")
+    assert fbank_native.load() is not None, "fbank_native.c did not compile"
 
 
 def signals(n: int, seed: int = 0) -> torch.Tensor:
@@ -32,9 +41,12 @@ def signals(n: int, seed: int = 0) -> torch.Tensor:
     FbankConfig(num_mel_bins=80, sample_rate=22050, frame_shift_ms=12.5),
     FbankConfig(num_mel_bins=40, window="rectangular", preemphasis=0.0, remove_dc_offset=False),
 ], ids=["ast", "hamming64", "povey8k", "22k", "rect-raw"])
-def test_batched_matches_torchaudio_per_clip(cfg):
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_batched_matches_torchaudio_per_clip(cfg, native):
+    if native:
+        require_native()
     waves = signals(int(1.3 * cfg.sample_rate) + 17)
-    batched = KaldiFbank(cfg)(waves)  # [5, T, M]
+    batched = KaldiFbank(cfg, native=native)(waves)  # [5, T, M]
     for i, wave in enumerate(waves):
         ref = reference_fbank(wave, cfg)
         assert batched[i].shape == ref.shape
@@ -103,3 +115,59 @@ def test_blocks_and_banded_mel_product_change_nothing():
         band = fb.mel_banks[:, m0:m1]
         assert band[:lo].abs().sum() == 0 and band[hi:].abs().sum() == 0
     assert [g[2] for g in fb.groups] == list(range(0, 64, 16))
+
+
+@pytest.mark.parametrize("cfg", [FbankConfig(), FbankConfig(window="hamming", sample_rate=8000),
+                                 FbankConfig(preemphasis=0.0, remove_dc_offset=False)],
+                         ids=["ast", "hamming8k", "raw"])
+def test_native_frames_are_bit_identical_to_the_torch_steps(cfg):
+    """The C loop rounds each step as the separate torch operations do: the FFT input is equal
+    bit for bit (the exactness the near-silent low mel bins need), at a frame offset too."""
+    require_native()
+    fb = KaldiFbank(cfg)
+    waves = signals(cfg.num_samples(300))
+    W, shift, t0, T = cfg.window_size, cfg.window_shift, 7, 250
+    frames = waves[:, t0 * shift:(t0 + T - 1) * shift + W].unfold(-1, W, shift)  # [5, T, W]
+    expected = torch.empty(5, T, cfg.n_fft)
+    fb._prepare_frames(frames, expected)
+    got = torch.full((5, T, cfg.n_fft), float("nan"))
+    means = frames.mean(-1) if cfg.remove_dc_offset else None
+    fbank_native.prepare_frames(fbank_native.load(), waves, t0, T, shift, W, cfg.n_fft, means,
+                                cfg.preemphasis, fb.window, got)
+    assert torch.equal(got, expected)
+
+
+def test_native_mel_energies_match_the_dense_product():
+    require_native()
+    cfg = FbankConfig(num_mel_bins=80)
+    fb = KaldiFbank(cfg)
+    spectrum = torch.randn(37, cfg.n_fft // 2 + 1, 2)  # 37 rows: tiles of 8 and a remainder
+    out = torch.full((37, 100), float("nan"))  # row stride 100, as a slice of a wider output
+    fbank_native.mel_energies(fbank_native.load(), spectrum, fb.bands, out[:, 10:90])
+    dense = spectrum.square().sum(-1) @ fb.mel_banks
+    torch.testing.assert_close(out[:, 10:90], dense, rtol=1e-5, atol=1e-6)
+    assert out[:, :10].isnan().all() and out[:, 90:].isnan().all()  # nothing written outside
+
+
+def test_native_switch_and_the_fallback_give_the_same_features(monkeypatch):
+    waves = signals(20000)
+    torch_path = KaldiFbank(native=False)(waves)
+    monkeypatch.setattr(fbank_native, "_tried", True)  # as when no compiler / RWKV_MM_NATIVE_FBANK=0
+    monkeypatch.setattr(fbank_native, "_lib", None)
+    fallback = KaldiFbank()(waves)
+    assert torch.equal(fallback, torch_path)
+
+
+def test_threads_blocks_and_native_agree():
+    cfg = FbankConfig(num_mel_bins=64)
+    waves = signals(30000)
+    one = KaldiFbank(cfg, block_frames=10**6)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # three Python threads share the blocks
+    try:
+        threaded = KaldiFbank(cfg, block_frames=50)(waves)
+        assert torch.get_num_threads() == 3  # restored after the call
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(threaded, one(waves), rtol=0, atol=1e-6)
+    torch.testing.assert_close(KaldiFbank(cfg, native=False)(waves), one(waves), rtol=0, atol=2e-6)
