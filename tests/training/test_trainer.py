@@ -150,6 +150,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: s
         full = trainer.full_model_state_dict()  # collective under FSDP; whole on rank 0 only
         if rank == 0:
             torch.save({"losses": losses, "head": full["head.weight"].detach()}, f"{out_dir}/result.pt")
+        dist.barrier()  # teardown only once both ranks are done (a rank leaving early could abort)
     finally:
         dist.destroy_process_group()
 

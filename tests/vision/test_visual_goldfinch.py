@@ -172,6 +172,7 @@ def _fsdp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         if rank == 0:
             torch.save({"losses": losses, "w": full["rwkv.w_kv_cache_b.weight"].detach()},
                        f"{out_dir}/result.pt")
+        dist.barrier()  # teardown only once both ranks are done (a rank leaving early could abort)
     finally:
         dist.destroy_process_group()
 
