@@ -42,4 +42,4 @@ class ChannelMix(nn.Module):
             delta = x - shifted
             xk, xr = shifted + delta * mix_k, shifted + delta * mix_r
         k = torch.relu(self.key(xk)).square()
-        return torch.sigmoid(self.receptance(xr)) * self.value(k), x[:, -1]
+        return torch.sigmoid(self.receptance(xr)) * self.value(k), x[:, -1].clone()  # not a view of x

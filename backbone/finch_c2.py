@@ -66,4 +66,4 @@ class TimeMixFinchC2(TimeMixFinch):
         else:
             y, new_state = wkv(r, k, v, log_w, no_bonus, wkv_state)
         y = self.ln_x(y.reshape(B, T, D) + v2)
-        return self.output(y), x[:, -1], new_state
+        return self.output(y), x[:, -1].clone(), new_state  # clone: a view would keep all of x alive

@@ -156,4 +156,4 @@ class GoldAttention(nn.Module):
         else:  # queries at the end of a longer context: bottom-right aligned causal mask
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device))
         y = self.ln_x(y.transpose(1, 2).reshape(B, T, D))
-        return self.output(y), x[:, -1]
+        return self.output(y), x[:, -1].clone()  # clone: a view would keep all of x alive

@@ -90,7 +90,7 @@ class _TimeMixBase(nn.Module):
         y = self.ln_x(y.reshape(B * T, D)).view(B, T, D)
         if self.gate is not None:
             y = y * F.silu(self.gate(xg))
-        return self.output(y), x[:, -1], new_state
+        return self.output(y), x[:, -1].clone(), new_state  # clone: a view would keep all of x alive
 
 
 class TimeMixEagle(_TimeMixBase):
