@@ -1,8 +1,11 @@
-"""Helpers shared by the tests: small models with random (non-degenerate) weights."""
+"""Helpers shared by the tests: small models with random (non-degenerate) weights, and the
+process-group plumbing of the two-process (gloo) training tests."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -62,3 +65,30 @@ def tiny_model(version: str = "6", n_layer: int = 2, n_embd: int = 128, vocab_si
     config = RWKVConfig(version=version, n_layer=n_layer, n_embd=n_embd, vocab_size=vocab_size,
                         head_size=head_size, **kwargs)
     return randomize_(build_backbone(config), seed).eval()
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """torch on one thread inside the block (as each gloo worker runs), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def gloo_process_group(rank: int, world: int, init_file: str) -> Iterator[None]:
+    """One spawned test worker's gloo process group, with torch single-threaded. When the block
+    succeeds every rank meets at a barrier before teardown (a rank tearing down while another
+    still finishes aborted that one, ~1 run in 10); the group is destroyed in any case."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        yield
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()

@@ -15,6 +15,7 @@ from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.l2wrap import l2wrap
 from rwkv_mm.training.schedule import lr_at
 from rwkv_mm.training.trainer import IGNORE_INDEX, Trainer, fsdp_units
+from rwkv_test_utils import gloo_process_group, single_threaded
 
 
 def make_model(seed: int = 0, version: str = "6") -> RWKV | GoldFinch:
@@ -139,31 +140,20 @@ def test_l2wrap_gradient_matches_rwkv_lm_formula():
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: str, version: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    with gloo_process_group(rank, world, init_file):
         losses, trainer = train(__import__("pathlib").Path(out_dir),
                                 config(max_steps=4, micro_batch_size=1, save_every=2, strategy=strategy),
                                 model=make_model(version=version))
         full = trainer.full_model_state_dict()  # collective under FSDP; whole on rank 0 only
         if rank == 0:
             torch.save({"losses": losses, "head": full["head.weight"].detach()}, f"{out_dir}/result.pt")
-        dist.barrier()  # teardown only once both ranks are done (a rank leaving early could abort)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("strategy, version", [("ddp", "6"), ("fsdp", "6"), ("fsdp", "goldfinch")])
 def test_two_gloo_processes_equal_one_process(tmp_path, strategy, version):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_threaded():
         single, trainer = train(tmp_path / "single", config(max_steps=4, micro_batch_size=1),
                                 model=make_model(version=version))
-    finally:
-        torch.set_num_threads(threads)
     out = tmp_path / "ddp"
     out.mkdir()
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(out), strategy, version), nprocs=2, join=True)

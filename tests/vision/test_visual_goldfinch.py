@@ -12,6 +12,7 @@ from rwkv_mm.runners.visual_rwkv import build_visual_model
 from rwkv_mm.vision.answer import cat_states, decode_groups
 from rwkv_mm.vision.checkpoint import load_visual_rwkv
 from rwkv_mm.vision.conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
+from rwkv_test_utils import gloo_process_group, single_threaded
 from vision_test_utils import tiny_visual_model
 
 TINY = ["model.version=goldfinch", "model.n_layer=3", "model.n_embd=32", "model.head_size=16",
@@ -161,20 +162,13 @@ def _train_visual(out_dir, strategy: str = "ddp"):
 
 
 def _fsdp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    with gloo_process_group(rank, world, init_file):
         losses, trainer = _train_visual(out_dir, "fsdp")
         assert trainer.sharded
         full = trainer.full_model_state_dict()  # collective; whole on rank 0 only
         if rank == 0:
             torch.save({"losses": losses, "w": full["rwkv.w_kv_cache_b.weight"].detach()},
                        f"{out_dir}/result.pt")
-        dist.barrier()  # teardown only once both ranks are done (a rank leaving early could abort)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
@@ -182,12 +176,8 @@ def test_fsdp_shards_the_goldfinch_blocks_of_a_visual_model(tmp_path):
     """Two gloo processes (FSDP2 over rwkv.blocks, then the root) train like one process."""
     import torch.multiprocessing as mp
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_threaded():
         single, trainer = _train_visual(tmp_path / "single")
-    finally:
-        torch.set_num_threads(threads)
     out = tmp_path / "fsdp"
     out.mkdir()
     mp.spawn(_fsdp_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
