@@ -175,7 +175,7 @@ class KaldiFbank(nn.Module):
         self.register_buffer("window", kaldi_window(self.cfg), persistent=False)  # [W]
         self.register_buffer("mel_banks", banks, persistent=False)  # [F, M]
         self.groups = mel_band_groups(banks)
-        self.bands = fbank_native.MelBands(banks)
+        self.bands = fbank_native.MelBands(banks, mel_band_groups(banks, group=1))  # per filter
 
     def native_library(self, wave: torch.Tensor):
         """The compiled loops when they apply to `wave` (float32 on the CPU, `native` on), else None."""

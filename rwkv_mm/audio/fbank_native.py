@@ -79,23 +79,21 @@ def load() -> ctypes.CDLL | None:
 
 
 class MelBands:
-    """The mel filters [F, M] in the C loops' banded form: per filter its bin range and weights."""
+    """The mel filters [F, M] in the C loops' banded form: per filter its bin range and weights.
 
-    def __init__(self, banks: torch.Tensor) -> None:
+    `ranges`: (lo, hi, m, m + 1) per filter m, as `fbank.mel_band_groups(banks, group=1)` gives.
+    """
+
+    def __init__(self, banks: torch.Tensor, ranges: list[tuple[int, int, int, int]]) -> None:
         banks = banks.detach().to(torch.float32).cpu()
-        lo, hi, weights, offset = [], [], [], []
-        total = 0
-        for m in range(banks.shape[1]):
-            rows = torch.nonzero(banks[:, m]).flatten()
-            a, b = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
-            lo.append(a), hi.append(b), offset.append(total)
-            weights.append(banks[a:b, m])
-            total += b - a
         self.n_bins, self.n_mel = banks.shape
-        self.lo = torch.tensor(lo, dtype=torch.int32)
-        self.hi = torch.tensor(hi, dtype=torch.int32)
-        self.offset = torch.tensor(offset, dtype=torch.int64)
-        self.weights = torch.cat(weights).contiguous()
+        if [m0 for _, _, m0, _ in ranges] != list(range(self.n_mel)):
+            raise ValueError(f"MelBands: expected one range per filter (0 .. {self.n_mel - 1})")
+        lengths = [hi - lo for lo, hi, _, _ in ranges]
+        self.lo = torch.tensor([lo for lo, _, _, _ in ranges], dtype=torch.int32)
+        self.hi = torch.tensor([hi for _, hi, _, _ in ranges], dtype=torch.int32)
+        self.offset = torch.tensor([0, *lengths[:-1]], dtype=torch.int64).cumsum(0)
+        self.weights = torch.cat([banks[lo:hi, m] for lo, hi, m, _ in ranges]).contiguous()
 
 
 def prepare_frames(lib: ctypes.CDLL, wave: torch.Tensor, t0: int, n_frames: int, shift: int,
