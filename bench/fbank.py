@@ -81,19 +81,14 @@ def main() -> None:
 
     outs: list[torch.Tensor] = []
 
-    def batched() -> None:
+    def batched(fbank: KaldiFbank) -> None:
         outs.clear()
         with torch.no_grad():
-            outs.extend(ours(clips[i:i + args.batch]) for i in range(0, len(clips), args.batch))
+            outs.extend(fbank(clips[i:i + args.batch]) for i in range(0, len(clips), args.batch))
 
-    def batched_torch_only() -> None:
-        with torch.no_grad():
-            for i in range(0, len(clips), args.batch):
-                torch_only(clips[i:i + args.batch])
-
-    (w_ref, c_ref), (w_ours, c_ours) = (best_seconds(per_clip, args.repeats, device),
-                                        best_seconds(batched, args.repeats, device))
-    w_tor, c_tor = best_seconds(batched_torch_only, args.repeats, device)
+    w_ref, c_ref = best_seconds(per_clip, args.repeats, device)
+    w_tor, c_tor = best_seconds(lambda: batched(torch_only), args.repeats, device)
+    w_ours, c_ours = best_seconds(lambda: batched(ours), args.repeats, device)  # last: `outs` are ours
     diff = (torch.cat(outs) - torch.stack(refs)).abs().max().item()
     n = args.clips
     print(f"# {n} clips × {args.seconds:g} s, {args.mels} mel, device {device}, "
