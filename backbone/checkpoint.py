@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,11 +19,13 @@ import torch
 from . import goldfinch_checkpoint
 from .build import build_backbone
 from .config import RWKVConfig
+from .errors import UserError
+from .files import atomic_write
 from .goldfinch import GoldFinch
 from .model import RWKV
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded (bad keys or shapes), naming the file and the keys."""
 
 
@@ -196,22 +196,6 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
         if _CONFIG_METADATA_KEY in meta:
             config = RWKVConfig.from_dict(json.loads(meta[_CONFIG_METADATA_KEY]))
     return state_dict_to_model(sd, config, dtype=dtype, device=device, source=str(path))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call `write(temp_path)` for a temp file beside `path`, then rename it onto `path`:
-    readers never see a half-written file, and a crash leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def save_model(model: RWKV | GoldFinch, path: str | os.PathLike) -> Path:

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rwkv-mm",
         description="Multimodal Eagle (RWKV-5) and Finch (RWKV-6): backbone, front ends, recipes.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an internal error (also RWKV_MM_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate text from a checkpoint (prefill, then recurrent decoding)")
@@ -186,13 +188,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `rwkv-mm` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the `rwkv-mm` console script.
+
+    A user's mistake (`UserError`, a missing path, a full disk) prints one line
+    `rwkv-mm: error: ...` and exits with status 2; any other exception is a bug: status 1, with
+    the traceback under `--debug` or RWKV_MM_DEBUG=1."""
+    import os
+    import traceback
+
+    from rwkv_mm.errors import describe
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RWKV_MM_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])  # --debug anywhere
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"rwkv-mm {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("rwkv-mm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 — the one place that turns errors into exit codes
+        status, message = describe(err)
+        if debug:
+            traceback.print_exc()
+        print(f"rwkv-mm: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

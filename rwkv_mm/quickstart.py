@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from rwkv_mm.errors import UserError
+
 #: (title, shipped recipe name, summary keys to show, overrides; "{out}" = the quickstart folder)
 PARTS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("ABC music (byte-level Eagle)", "music/abc_tiny", ("train_loss", "val_loss", "parse_rate", "tunes_dir"), ()),
@@ -33,7 +35,7 @@ def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]
     names = [name for _, name, _, _ in PARTS]
     for item in overrides:
         if ":" in item.split("=", 1)[0] and item.split(":", 1)[0] not in names:
-            raise ValueError(f"override {item!r}: no quickstart part is named {item.split(':', 1)[0]!r}; "
+            raise UserError(f"override {item!r}: no quickstart part is named {item.split(':', 1)[0]!r}; "
                              f"parts: {', '.join(names)}")
     for title, name, _, part_overrides in PARTS:
         own = [o.replace("{out}", str(out_dir)) for o in part_overrides]

@@ -22,10 +22,11 @@ from typing import Any
 
 import yaml
 
-from rwkv_mm.backbone.checkpoint import atomic_write
+from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.errors import ConfigError, UserError
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A recipe or override that does not fit the runner's config."""
 
 
@@ -250,7 +251,10 @@ def build_config(cls: type, tree: Any, where: str = "") -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecipeError(f"missing required key '{_join(where, name)}' "
                               f"({_type_name(hints[name])})")
-    return cls(**values)
+    try:
+        return cls(**values)  # __post_init__ checks ranges and choices (ConfigError)
+    except ConfigError as err:
+        raise RecipeError(str(err.prefixed(where))) from None
 
 
 def _join(where: str, key: str) -> str:

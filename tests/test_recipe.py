@@ -210,7 +210,7 @@ def test_cli_train_default_run_dir_and_errors(tmp_path, toy_runner, capsys, monk
     assert toy_runner[-1][1] == Path("runs/my_stage") and toy_runner[-1][2] is False
     assert main(["train", str(path), "--resume"]) == 0 and toy_runner[-1][2] is True
     assert main(["train", str(path), "train.lrr=1"]) == 2
-    assert "rwkv-mm train: error: " in capsys.readouterr().err
+    assert "rwkv-mm: error: " in capsys.readouterr().err
     assert main(["train", "no/such/recipe"]) == 2
     assert "recipe not found: no/such/recipe" in capsys.readouterr().err
     assert list(tmp_path.glob("runs/my_stage/*.tmp")) == []  # the atomic write left no temp file

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import torch
 
+from rwkv_mm.errors import UserError
+
 #: Extensions looked for when a clip is named by its id (soundfile/libsndfile reads them all;
 #: mp3 needs libsndfile >= 1.1).
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
-class AudioLoadError(Exception):
+class AudioLoadError(UserError):
     """A file that could not be read as audio (the message names the file and the reason)."""
 
 

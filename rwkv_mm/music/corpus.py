@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from rwkv_mm.training.trainer import IGNORE_INDEX
+from rwkv_mm.errors import UserError
 
 from .tokenizer import ByteStats, ByteTokenizer
 
@@ -60,7 +61,7 @@ class TuneProblem(NamedTuple):
     reason: str
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """A malformed corpus file or tune (strict mode), naming file and tune index."""
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from rwkv_mm.backbone.checkpoint import atomic_write
+from rwkv_mm.backbone.files import atomic_write
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:

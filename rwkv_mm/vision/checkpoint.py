@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from rwkv_mm.backbone import read_state_dict, save_model, state_dict_to_model
-from rwkv_mm.backbone.checkpoint import CheckpointError, atomic_write
+from rwkv_mm.backbone.checkpoint import CheckpointError
+from rwkv_mm.backbone.files import atomic_write
 from rwkv_mm.recipe import build_config
 
 from .conversation import ChatTemplate

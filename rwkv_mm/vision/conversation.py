@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rwkv_mm.errors import UserError
+
 IMAGE_TAG = "<image>"
 IMAGE_TOKEN_ID = -200  # placeholder id in input_ids (as LLaVA); never reaches the embedding
 IGNORE_INDEX = -100
@@ -38,7 +40,7 @@ class ChatTemplate:
         return f" {text}{self.turn_end}"
 
 
-class ConversationError(ValueError):
+class ConversationError(UserError):
     """A malformed LLaVA conversation (the message names the sample)."""
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
+from rwkv_mm.errors import UserError
 from .conversation import (IGNORE_INDEX, ChatTemplate, ConversationError, encode_conversation,
                            to_training_pair, validate_conversation)
 
 
-class SampleError(ValueError):
+class SampleError(UserError):
     """A sample that cannot be used (the message names its id, and path when there is one)."""
 
 
