@@ -13,7 +13,10 @@ unit channel stride (e.g. slices of a fused projection); w may be fp32 while r, 
 
 The extension is compiled on first use with `torch.utils.cpp_extension.load` (ninja), once per
 head size, from the sources next to this module, and cached by torch in its extensions directory
-(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``). Anything that makes a build
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions/<py>_<cu>``) -- but only where no
+other user can write (`native_cache.private_dir`: the folder is this user's and not
+group/world-writable, and so is the path to it); else it is built in a private temp folder for
+this process, so a library planted in a shared cache is never loaded. Anything that makes a build
 impossible (a CPU-only torch, no CUDA toolkit, no ninja, a compile error) raises `WkvBuildError`
 naming the cause; `wkv_cuda_or_fallback` -- what `rwkv_mm.kernels.wkv.wkv` uses for CUDA tensors --
 then warns once and runs the chunked PyTorch form instead.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +35,7 @@ from typing import Any
 
 import torch
 
+from . import native_cache
 from .wkv_chunked import check_wkv_args, wkv_chunked
 
 __all__ = [
@@ -117,6 +122,36 @@ def _ensure_ninja() -> None:
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
 
 
+def default_build_directory(name: str) -> Path:
+    """Where torch would build extension `name`: ``$TORCH_EXTENSIONS_DIR/<name>``, else
+    ``<torch's build root>/py<XY>_cu<ZZ>/<name>`` (torch's own layout, so old builds are reused)."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is None:
+        py = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+        cu = f"cu{(torch.version.cuda or '').replace('.', '')}"
+        root = os.path.join(cpp_extension.get_default_build_root(), f"{py}_{cu}")
+    return Path(root) / name
+
+
+def build_directory_for(name: str, requested: str | os.PathLike[str] | None) -> Path:
+    """The folder ninja builds `name` in: `requested` (default: `default_build_directory`) when
+    only this user can write it and the path to it, else a private temp folder for this process.
+
+    Raises:
+        WkvBuildError: not even a private temp folder can be had.
+    """
+    wanted = Path(requested) if requested is not None else default_build_directory(name)
+    folder = native_cache.private_dir(wanted, f"the WKV CUDA kernels ({name})")
+    if folder is None:
+        raise WkvBuildError(f"no private folder to build the WKV CUDA kernels in ({wanted} is not safe)")
+    if folder != wanted:  # the process's temp folder: one subfolder per build
+        folder = folder / name
+        folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 def build(
     head_size: int = 64,
     *,
@@ -139,7 +174,8 @@ def build(
         fast: instantiate bf16 only (``-DWKV_FAST_BUILD``), for the compile test.
         defines: extra preprocessor definitions, e.g. ``("WKV_STAGE_STEPS=32",)`` to try the
             tuning knobs at the top of wkv_cuda.cu (each set gets its own build and name).
-        build_directory: where ninja builds; default: torch's extensions directory.
+        build_directory: where ninja builds; default: torch's extensions directory. Either is
+            used only when no other user can write it (else a private temp folder).
         verbose: show the compiler commands.
 
     Returns:
@@ -175,8 +211,7 @@ def build(
         name += "_sm" + "_".join(a.replace(".", "") for a in arch)
     if defines:
         name += "_" + hashlib.sha1(" ".join(defines).encode()).hexdigest()[:8]
-    if build_directory is not None:
-        Path(build_directory).mkdir(parents=True, exist_ok=True)
+    folder = build_directory_for(name, build_directory)
     try:
         # is_python_module=False: the library registers torch ops (TORCH_LIBRARY) and is loaded
         # with torch.ops.load_library; no pybind11, so it compiles much faster.
@@ -186,7 +221,7 @@ def build(
             extra_include_paths=[str(SOURCE_DIR)],
             extra_cflags=["-O3", *flags],
             extra_cuda_cflags=["-O3", "-std=c++17", *flags, *arch_flags],
-            build_directory=None if build_directory is None else str(build_directory),
+            build_directory=str(folder),
             verbose=verbose,
             is_python_module=False,
         )

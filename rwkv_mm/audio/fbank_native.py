@@ -1,11 +1,17 @@
 """The fbank's fused CPU loops (fbank_native.c), compiled on first use and called through ctypes.
 
 `load()` compiles the C file with the system C compiler (`cc`, or `$CC`) into a cache folder
-(`$RWKV_MM_CACHE` or ~/.cache/rwkv_mm) named by the source's hash, loads it, and returns the
-library, or None when there is no compiler, the build fails, or `RWKV_MM_NATIVE_FBANK=0`; the
-fbank then uses its torch path (same numbers, slower). `-ffp-contract=off` keeps every float
-operation rounded on its own (no fused multiply-add), as the exact pre-FFT steps need. The
-calls release the GIL (ctypes.CDLL), so several Python threads can run them at once.
+(`$RWKV_MM_CACHE` or ~/.cache/rwkv_mm), loads it, and returns the library, or None when there is
+no compiler, the build fails, or `RWKV_MM_NATIVE_FBANK=0`; the fbank then uses its torch path
+(same numbers, slower). `-ffp-contract=off` keeps every float operation rounded on its own (no
+fused multiply-add), as the exact pre-FFT steps need. The calls release the GIL (ctypes.CDLL), so
+several Python threads can run them at once.
+
+Nothing another user could have written is loaded (`rwkv_mm.kernels.native_cache`): the cache
+folder must be this user's and not group/world-writable (else the library is built in a private
+temp folder for this process); the library's name hashes the source, the compiler (path and
+`--version`) and the flags; and a cached library is loaded only when its SHA-256 matches the
+digest written beside it at build time (else it is rebuilt).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from rwkv_mm.kernels import native_cache
+
 SOURCE = Path(__file__).with_name("fbank_native.c")
 FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared"]
 
@@ -30,23 +38,37 @@ _tried = False
 
 
 def cache_dir() -> Path:
-    """Where built libraries are kept."""
+    """Where built libraries are kept (when only this user can write there)."""
     return Path(os.environ.get("RWKV_MM_CACHE") or Path.home() / ".cache" / "rwkv_mm")
 
 
-def _build(target: Path) -> bool:
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not compiler:
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # atomic: build, then rename
+def _compiler() -> tuple[str, str] | None:
+    """(path to run, identity: path, real path and `--version`) of `$CC`, `cc` or `gcc`."""
+    name = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    return native_cache.tool_fingerprint(name) if name else None
+
+
+def library_name(compiler_identity: str) -> str:
+    """The cached library's file name: a hash of the source, the compiler and the flags."""
+    key = b"\0".join([SOURCE.read_bytes(), compiler_identity.encode(), " ".join(FLAGS).encode()])
+    return f"fbank_native_{hashlib.sha256(key).hexdigest()[:16]}.so"
+
+
+def _build_and_load(compiler: str, target: Path) -> ctypes.CDLL | None:
+    """Compile into a temp folder beside `target`, load that file, then publish it (with its
+    digest) as `target` for later processes. None when the compile fails."""
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # mode 0700
         built = Path(tmp) / target.name
         result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)],
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            return False
-        os.replace(built, target)
-    return True
+            return None
+        lib = _bind(ctypes.CDLL(str(built)))
+        try:
+            native_cache.publish(built, target)
+        except OSError:
+            pass  # loaded already; the next process builds again
+    return lib
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -67,13 +89,17 @@ def load() -> ctypes.CDLL | None:
         _tried = True
         if os.environ.get("RWKV_MM_NATIVE_FBANK", "1") == "0":
             return None
-        digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-        target = cache_dir() / f"fbank_native_{digest}.so"
+        compiler = _compiler()
+        folder = native_cache.private_dir(cache_dir(), "the fbank's C loops") if compiler else None
+        if compiler is None or folder is None:
+            return None
+        target = folder / library_name(compiler[1])
         try:
-            if not target.exists() and not _build(target):
-                return None
-            _lib = _bind(ctypes.CDLL(str(target)))
-        except OSError:
+            if native_cache.verified(target):
+                _lib = _bind(ctypes.CDLL(str(target)))
+            else:
+                _lib = _build_and_load(compiler[0], target)
+        except (OSError, AttributeError):  # a library that cannot be loaded or lacks the symbols
             _lib = None
         return _lib
 
