@@ -8,7 +8,9 @@ the same settings always give the same files.
 
 Written to `out/`: `class_labels_indices.csv`, `{train,eval}_segments.csv` (AudioSet segment
 CSVs), `{train,eval}.json` (AST manifests), `clips/<id>.wav` (16-bit PCM) and `synth_info.json`
-(the settings, so a changed recipe regenerates). With `bad_train_clips`, the training lists
+(the settings, so a changed recipe regenerates), plus `rwkv_mm.generated`'s marker listing them:
+`out` must be a new or empty folder or one this builder made, and a rebuild removes only the
+files the marker lists (see `build_synth`). With `bad_train_clips`, the training lists
 also hold the kinds of damage real downloads have: a missing file, a silent clip, a corrupt
 file, a too-short clip and an unknown label — the loader must count them and carry on.
 """
@@ -18,11 +20,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from rwkv_mm.errors import ConfigError, check_float, check_int
+from rwkv_mm.generated import build_generated
 
 #: (mid, display name) of the ten event types, in class-index order
 SYNTH_CLASSES: list[tuple[str, str]] = [
@@ -38,6 +43,12 @@ SYNTH_CLASSES: list[tuple[str, str]] = [
     ("/synth/knock", "Knocks"),
 ]
 VERSION = 1
+#: The lowest sample rate whose Nyquist frequency lies above every event's band (noise bands
+#: reach ~7.1 kHz, chirps 7.2 kHz): below it some events would be silent but still labelled.
+MIN_SAMPLE_RATE = 16000
+#: The shortest clip the generator handles (events are 35–60 % of it; below ~1.3 s a knock train
+#: may not fit in its event and stay silent).
+MIN_CLIP_SECONDS = 0.1
 
 
 @dataclass
@@ -53,6 +64,19 @@ class SynthConfig:
     max_events: int = 3
     seed: int = 0
     bad_train_clips: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.out, (str, os.PathLike)) or not str(self.out).strip():
+            raise ConfigError("out", self.out, "a folder path")
+        check_int(self, "n_train", min=1)
+        check_int(self, "n_eval", min=1)
+        check_float(self, "clip_seconds", min=MIN_CLIP_SECONDS)
+        check_int(self, "sample_rate", min=MIN_SAMPLE_RATE)
+        check_int(self, "min_events", min=1, max=len(SYNTH_CLASSES))
+        check_int(self, "max_events", min=self.min_events, max=len(SYNTH_CLASSES))
+        check_int(self, "seed", min=0)
+        if not isinstance(self.bad_train_clips, bool):
+            raise ConfigError("bad_train_clips", self.bad_train_clips, "true or false")
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -144,27 +168,29 @@ def _info(cfg: SynthConfig) -> dict:
 def build_synth(cfg: SynthConfig, force: bool = False) -> Path:
     """Generate the set into `cfg.out` unless an identical one is already there. Returns the folder.
 
-    Written into a temporary sibling folder and renamed, so an interrupted run never leaves a
-    half-written set that looks complete."""
-    import soundfile as sf
-
+    `cfg.out` must be new, empty, or a set this builder made (`rwkv_mm.generated`): a folder of
+    the user's raises `UserError` and nothing is touched. The set is written into a fresh temp
+    folder beside it and published with `synth_info.json` last, so an interrupted run never
+    leaves a half-written set that looks complete."""
     out = Path(cfg.out)
     info_path = out / "synth_info.json"
     if not force and info_path.is_file():
         try:
             if json.loads(info_path.read_text()) == _info(cfg):
                 return out
-        except json.JSONDecodeError:
+        except (OSError, ValueError):
             pass
-    if cfg.n_train < 1 or cfg.n_eval < 1:
-        raise ValueError(f"synthetic: n_train={cfg.n_train} and n_eval={cfg.n_eval} must be >= 1")
-    if not 1 <= cfg.min_events <= cfg.max_events <= len(SYNTH_CLASSES):
-        raise ValueError(f"synthetic: need 1 <= min_events ({cfg.min_events}) <= max_events "
-                         f"({cfg.max_events}) <= {len(SYNTH_CLASSES)}")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "clips").mkdir(parents=True)
-    with open(tmp / "class_labels_indices.csv", "w", newline="", encoding="utf-8") as f:
+    return build_generated(out, lambda folder: _write_set(folder, cfg), generator="rwkv_mm.audio.synth",
+                           sentinel="synth_info.json",
+                           setting="`audio synth --out` (or data.synthetic.out in a recipe)")
+
+
+def _write_set(folder: Path, cfg: SynthConfig) -> None:
+    """Write the whole set into `folder` (a fresh, empty one)."""
+    import soundfile as sf
+
+    (folder / "clips").mkdir()
+    with open(folder / "class_labels_indices.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["index", "mid", "display_name"])
         w.writerows([i, mid, name] for i, (mid, name) in enumerate(SYNTH_CLASSES))
@@ -175,22 +201,18 @@ def build_synth(cfg: SynthConfig, force: bool = False) -> Path:
             rng = np.random.default_rng([cfg.seed, split_id, i])
             wave, kinds = synth_clip(rng, cfg)
             ytid = f"{split[:2]}{i:06d}"
-            sf.write(tmp / "clips" / f"{ytid}.wav", wave, cfg.sample_rate, subtype="PCM_16")
+            sf.write(folder / "clips" / f"{ytid}.wav", wave, cfg.sample_rate, subtype="PCM_16")
             mids = ",".join(SYNTH_CLASSES[k][0] for k in kinds)
             rows.append(f'{ytid}, 0.000, {dur}, "{mids}"')
             items.append({"wav": f"clips/{ytid}.wav", "labels": mids})
         if split == "train" and cfg.bad_train_clips:
-            rows += _bad_clips(tmp / "clips", cfg, items)
+            rows += _bad_clips(folder / "clips", cfg, items)
         header = [f"# Segments csv created by rwkv_mm.audio.synth (seed {cfg.seed})",
                   f"# num_ytids={len(rows)}, num_segs={len(rows)}, num_unique_labels={len(SYNTH_CLASSES)}",
                   "# YTID, start_seconds, end_seconds, positive_labels"]
-        (tmp / f"{split}_segments.csv").write_text("\n".join(header + rows) + "\n", encoding="utf-8")
-        (tmp / f"{split}.json").write_text(json.dumps({"data": items}, indent=0) + "\n", encoding="utf-8")
-    (tmp / "synth_info.json").write_text(json.dumps(_info(cfg), indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-    return out
+        (folder / f"{split}_segments.csv").write_text("\n".join(header + rows) + "\n", encoding="utf-8")
+        (folder / f"{split}.json").write_text(json.dumps({"data": items}, indent=0) + "\n", encoding="utf-8")
+    (folder / "synth_info.json").write_text(json.dumps(_info(cfg), indent=2) + "\n")
 
 
 def _bad_clips(clips: Path, cfg: SynthConfig, items: list[dict]) -> list[str]:

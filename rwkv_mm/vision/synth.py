@@ -8,7 +8,9 @@
 - `eval/llava_gqa_testdev_balanced_questions.jsonl` and `eval/testdev_balanced_questions.json`
   (LLaVA's GQA question file and the official GQA answer file);
 - `eval/pope/coco_pope_{random,popular,adversarial}.json` (POPE lines with labels).
-Train and eval images are disjoint.
+Train and eval images are disjoint. `done` (the settings) is written last, and the set is
+published through `rwkv_mm.generated`: `root` must be new, empty, or a set this builder made,
+and a rebuild removes only the files its marker lists.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from rwkv_mm.errors import UserError
+from rwkv_mm.generated import build_generated
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 205, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -100,16 +105,34 @@ VERSION = 2
 
 def build_synthetic_visual(root: str | Path, n_train: int = 1000, n_eval: int = 40, seed: int = 0,
                            max_objects: int = 1) -> Path:
-    """Write the dataset under `root` (skipped when `root/done` records the same settings)."""
+    """Write the dataset under `root` (skipped when `root/done` records the same settings).
+
+    Raises:
+        UserError: `root` is a file or a non-empty folder this builder did not make (nothing is
+            touched), or a count is out of range.
+    """
     root = Path(root)
+    for name, value, lo in (("n_train", n_train, 1), ("n_eval", n_eval, 1), ("seed", seed, 0),
+                            ("max_objects", max_objects, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            raise UserError(f"synthetic visual set: {name}={value!r}: expected an int >= {lo}")
+    if max_objects > len(QUADRANTS):
+        raise UserError(f"synthetic visual set: max_objects={max_objects}: expected at most {len(QUADRANTS)}")
     signature = json.dumps({"version": VERSION, "n_train": n_train, "n_eval": n_eval, "seed": seed,
                             "max_objects": max_objects})
     done = root / "done"
-    if done.is_file() and done.read_text().strip() == signature:
-        return root
-    if (root / "images").is_dir():
-        for old in (root / "images").glob("*.png"):
-            old.unlink()
+    try:
+        if done.is_file() and done.read_text().strip() == signature:
+            return root
+    except OSError:
+        pass
+    return build_generated(root, lambda folder: _write_set(folder, signature, n_train, n_eval, seed, max_objects),
+                           generator="rwkv_mm.vision.synth", sentinel="done",
+                           setting="data.synthetic_root in the recipe (or --root)")
+
+
+def _write_set(root: Path, signature: str, n_train: int, n_eval: int, seed: int, max_objects: int) -> None:
+    """Write the whole set into `root` (a fresh, empty folder); `done` last."""
     rng = random.Random(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "eval" / "pope").mkdir(parents=True, exist_ok=True)
@@ -163,8 +186,7 @@ def build_synthetic_visual(root: str | Path, n_train: int = 1000, n_eval: int = 
                 qid += 1
                 lines.append({"question_id": qid, "image": n, "text": q, "label": label})
         _write_jsonl(root / "eval" / "pope" / f"coco_pope_{split}.json", lines)
-    done.write_text(signature + "\n")
-    return root
+    (root / "done").write_text(signature + "\n")
 
 
 def _write_json(path: Path, obj) -> None:
