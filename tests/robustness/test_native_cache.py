@@ -227,3 +227,11 @@ def test_wkv_cuda_build_folder_follows_the_same_rule(tmp_path, monkeypatch):
     assert native_cache.why_unsafe(private) is None
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(private))
     assert wkv_cuda.build_directory_for("y", None) == private / "y"
+
+
+def test_no_compiler_keeps_the_torch_fallback(fresh, tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("RWKV_MM_CACHE", str(tmp_path / "cache"))
+    assert fbank_native.load() is None
+    waves = torch.randn(2, 4000, generator=torch.Generator().manual_seed(1)) * 0.1
+    torch.testing.assert_close(KaldiFbank()(waves), KaldiFbank(native=False)(waves), rtol=0, atol=0)
