@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import sys
 
-from rwkv_mm.audio.cli import add_audio_parser
+from rwkv_mm.cli import main as rwkv_mm_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="build_audio_synth")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_audio_parser(sub)
-    args = parser.parse_args(["audio", "synth", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    """`rwkv-mm audio synth ARGS` (same flags, same one-line errors and exit codes)."""
+    return rwkv_mm_main(["audio", "synth", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ themselves when `data.synthetic: true`.
 """
 
 import argparse
+import sys
 
+from rwkv_mm.errors import UserError
 from rwkv_mm.vision.synth import build_synthetic_visual
 
 if __name__ == "__main__":
@@ -17,5 +19,9 @@ if __name__ == "__main__":
     ap.add_argument("--max-objects", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    root = build_synthetic_visual(a.root, a.n_train, a.n_eval, a.seed, a.max_objects)
+    try:
+        root = build_synthetic_visual(a.root, a.n_train, a.n_eval, a.seed, a.max_objects)
+    except UserError as err:
+        print(f"build_visual_synth: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {root}")
