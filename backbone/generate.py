@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .errors import UserError
 from .goldfinch import GoldFinch
 from .goldfinch_state import GoldFinchState
 from .model import RWKV
@@ -26,11 +27,17 @@ def prefill(model: Model, tokens: list[int] | torch.Tensor, state: State | None 
     """Feed a prompt through the model (chunked parallel form, head only at the last position).
 
     Returns (logits of the last position [V] fp32, state). Long prompts go in pieces of
-    `chunk_len` tokens to bound activation memory; the result is identical.
+    `chunk_len` tokens to bound activation memory; the result is identical. An empty prompt or
+    a token id outside the model's vocabulary is a UserError.
     """
     ids = torch.as_tensor(tokens, dtype=torch.long, device=model.emb.weight.device).view(1, -1)
     if ids.shape[1] == 0:
-        raise ValueError("empty prompt: give at least one token")
+        raise UserError("empty prompt", fix="give at least one token")
+    vocab = model.config.vocab_size
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        raise UserError(f"prompt token id {hi if hi >= vocab else lo} is outside the model's "
+                        f"vocabulary [0, {vocab})", fix="use the tokenizer the model was trained with")
     logits = None
     for start in range(0, ids.shape[1], chunk_len):
         logits, state = model(ids[:, start:start + chunk_len], state, last_only=True)
@@ -43,7 +50,12 @@ def generate_tokens(model: Model, prompt_tokens: list[int], max_tokens: int = 20
                     stop_tokens: tuple[int, ...] = (0,),
                     state: State | None = None) -> Iterator[int]:
     """Yield up to `max_tokens` sampled token ids after the prompt; stops at any `stop_tokens`
-    (0 = end-of-text for the World tokenizer), which is not yielded."""
+    (0 = end-of-text for the World tokenizer), which is not yielded.
+
+    Non-finite logits (NaN weights, an overflow in this dtype) raise NonFiniteLogitsError (a
+    UserError) naming the token, greedy decoding included: they are never read as a stop token."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise UserError(f"max_tokens={max_tokens!r}: expected an int >= 0")
     sampler = Sampler(sampling, model.config.vocab_size, seed=seed)
     logits, state = prefill(model, prompt_tokens, state)
     device = model.emb.weight.device

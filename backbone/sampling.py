@@ -2,7 +2,9 @@
 
 * :class:`SamplingConfig` - temperature, top-p, top-k, presence/frequency
   penalties with decay, greedy switch.  Validated on construction.
-* :func:`sample_logits` - draw token id(s) from logits ``[V]`` or ``[B, V]``.
+* :func:`sample_logits` - draw token id(s) from logits ``[V]`` or ``[B, V]``;
+  NaN/+Inf logits raise :class:`NonFiniteLogitsError` (a ``UserError``), greedy
+  included - every decoding loop goes through here (or :func:`check_finite_logits`).
 * :class:`RepetitionPenalty` - decayed occurrence counts and the penalty they
   imply (``logits[t] -= presence + count[t] * frequency`` for seen ``t``).
 * :class:`Sampler` - the two above plus a seeded generator, for simple loops.
@@ -23,8 +25,12 @@ from typing import Any
 
 import torch
 
+from .errors import ConfigError, UserError, check_float, check_int
+
 __all__ = [
     "SamplingConfig",
+    "NonFiniteLogitsError",
+    "check_finite_logits",
     "sample_logits",
     "top_k_top_p_mask",
     "RepetitionPenalty",
@@ -68,26 +74,14 @@ class SamplingConfig:
     greedy: bool = False
 
     def __post_init__(self) -> None:
-        def number(name: str) -> float:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
-            return float(value)
-
-        if number("temperature") < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0.0 <= number("top_p") <= 1.0:
-            raise ValueError(f"top_p must be in [0, 1], got {self.top_p}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0 (0 = off), got {self.top_k!r}")
-        number("presence_penalty")
-        number("frequency_penalty")
-        if not 0.0 <= number("penalty_decay") <= 1.0:
-            raise ValueError(f"penalty_decay must be in [0, 1], got {self.penalty_decay}")
+        check_float(self, "temperature", min=0.0)  # 0 = greedy
+        check_float(self, "top_p", min=0.0, max=1.0)
+        check_int(self, "top_k", min=0)  # 0 = off
+        check_float(self, "presence_penalty")
+        check_float(self, "frequency_penalty")
+        check_float(self, "penalty_decay", min=0.0, max=1.0)
         if not isinstance(self.greedy, bool):
-            raise ValueError(f"greedy must be a bool, got {self.greedy!r}")
+            raise ConfigError("greedy", self.greedy, "true or false")
 
     @property
     def is_greedy(self) -> bool:
@@ -109,11 +103,12 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
-        """Build from a mapping (e.g. a recipe); unknown keys raise ValueError."""
+        """Build from a mapping (e.g. a recipe); unknown keys raise UserError."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown sampling option(s): {sorted(unknown)}")
+            raise UserError(f"unknown sampling option(s) {sorted(unknown)}",
+                            fix=f"valid options: {', '.join(sorted(known))}")
         return cls(**d)
 
 
@@ -143,10 +138,41 @@ def top_k_top_p_mask(probs: torch.Tensor, top_k: int = 0, top_p: float = 1.0) ->
     return keep
 
 
+class NonFiniteLogitsError(UserError):
+    """The model's logits hold NaN or +Inf (or every logit is -Inf): its weights hold NaN/Inf,
+    or its activations overflowed in the dtype it runs in. ``step`` is the 1-based index of
+    the token being chosen (None when unknown)."""
+
+    def __init__(self, step: int | None, kind: str) -> None:
+        self.step, self.kind = step, kind
+        at = f" at token {step}" if step is not None else ""
+        if kind == "-inf":
+            super().__init__(f"every logit is -inf{at}", fix="no token is left to choose; check "
+                             "the banned tokens and the penalties")
+        else:
+            super().__init__(f"the model produced non-finite logits ({kind}){at}",
+                             fix="its weights hold NaN/Inf or overflowed in this dtype; check the "
+                             "checkpoint, or run in fp32")
+
+
+def check_finite_logits(logits: torch.Tensor, step: int | None = None) -> None:
+    """Raise :class:`NonFiniteLogitsError` unless every row of ``logits`` ``[..., V]`` is free of
+    NaN and +Inf and has at least one finite entry (``-inf`` marks a banned token).
+
+    One reduction over V per row (``amax`` propagates NaN, is +Inf if any entry is, and -Inf
+    only for a row of banned tokens) and one host sync."""
+    if bool(torch.isfinite(logits.amax(dim=-1)).all()):
+        return
+    kind = "NaN" if bool(logits.isnan().any()) else "+inf" if bool(logits.isposinf().any()) else "-inf"
+    raise NonFiniteLogitsError(step, kind)
+
+
 def sample_logits(
     logits: torch.Tensor,
     cfg: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
+    *,
+    step: int | None = None,
 ) -> int | torch.Tensor:
     """Sample the next token from ``logits``.
 
@@ -157,10 +183,16 @@ def sample_logits(
         generator: for reproducible draws.  If it lives on another device than
             ``logits`` the draw is made on the generator's device, so a CPU
             generator gives the same tokens for CPU and CUDA logits.
+        step: the 1-based index of the token being chosen, named in the error
+            when the logits are not finite.
 
     Returns:
         an ``int`` for ``[V]`` input, a ``LongTensor[B]`` (on ``logits``'
         device) for ``[B, V]`` input.
+
+    Raises:
+        NonFiniteLogitsError: (a UserError) a row holds NaN or +Inf, or only -Inf;
+            greedy decoding included (argmax of NaN logits would pick a token).
     """
     cfg = cfg if cfg is not None else SamplingConfig()
     if logits.dim() not in (1, 2):
@@ -171,6 +203,7 @@ def sample_logits(
     x = logits.detach().float()
     if single:
         x = x.unsqueeze(0)
+    check_finite_logits(x, step)
 
     if cfg.is_greedy:
         ids = torch.argmax(x, dim=-1)
@@ -297,9 +330,12 @@ class Sampler:
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=device or "cpu").manual_seed(seed)
+        self.steps = 0  # tokens picked so far (named in a NonFiniteLogitsError)
 
     def __call__(self, logits: torch.Tensor) -> int | torch.Tensor:
         """Pick the next token(s) and record them for the penalty."""
-        token = sample_logits(self.penalty.apply(logits), self.cfg, self.generator)
+        token = sample_logits(self.penalty.apply(logits), self.cfg, self.generator,
+                              step=self.steps + 1)
         self.penalty.update(token)
+        self.steps += 1
         return token

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rwkv_mm.backbone import SamplingConfig, generate_tokens, prefill, save_model
+from rwkv_mm.backbone.errors import UserError
+from rwkv_mm.backbone.sampling import NonFiniteLogitsError
 from rwkv_mm.cli import main
 from rwkv_test_utils import tiny_model
 
@@ -67,3 +70,47 @@ def test_cli_reports_bad_checkpoint(tmp_path, capsys):
     torch.save({"emb.weight": torch.zeros(4, 4)}, bad)
     assert main(["info", str(bad)]) == 2
     assert "bad.pth" in capsys.readouterr().err
+
+
+class _Poisoned(torch.nn.Module):
+    """A model whose logits turn NaN from the `bad`-th generated token on (1-based)."""
+
+    def __init__(self, inner, bad: int) -> None:
+        super().__init__()
+        self.inner, self.bad, self.calls = inner, bad, 0
+        self.config, self.emb = inner.config, inner.emb
+
+    def forward(self, tokens, state=None, **kw):
+        self.calls += 1  # call 1 is the prefill: its logits choose token 1
+        logits, state = self.inner(tokens, state, **kw)
+        if self.calls >= self.bad:
+            logits = torch.full_like(logits, float("nan"))
+        return logits, state
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_non_finite_logits_stop_generation_naming_the_token(greedy):
+    # before: greedy argmax of NaN logits is token 0 = end of text, so generation "succeeded"
+    # with fewer (or zero) tokens; sampling crashed inside torch.multinomial
+    model = tiny_model(version="6", n_layer=1, n_embd=64, head_size=16, vocab_size=300)
+    cfg = SamplingConfig(temperature=0.0) if greedy else SamplingConfig(top_p=1.0)
+    poisoned = _Poisoned(model, bad=3)
+    got = []
+    with pytest.raises(NonFiniteLogitsError, match="at token 3"):
+        for token in generate_tokens(poisoned, [5, 6, 7], 10, cfg, seed=0, stop_tokens=()):
+            got.append(token)
+    assert len(got) == 2
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))  # NaN weights: the very first token
+    with pytest.raises(NonFiniteLogitsError, match="at token 1"):
+        list(generate_tokens(model, [5, 6, 7], 10, cfg))
+
+
+def test_prompt_and_length_mistakes_are_user_errors():
+    model = tiny_model(version="5", n_layer=1, n_embd=64, head_size=16, vocab_size=300)
+    with pytest.raises(UserError, match="empty prompt"):
+        prefill(model, [])
+    with pytest.raises(UserError, match="token id 300 is outside the model's vocabulary"):
+        prefill(model, [1, 300])  # e.g. the World tokenizer's ids for a byte-level model
+    with pytest.raises(UserError, match="max_tokens=-5"):
+        list(generate_tokens(model, [1, 2], -5))

@@ -8,10 +8,13 @@ import random
 import pytest
 import torch
 
+from rwkv_mm.backbone.errors import ConfigError, UserError
 from rwkv_mm.backbone.sampling import (
+    NonFiniteLogitsError,
     RepetitionPenalty,
     Sampler,
     SamplingConfig,
+    check_finite_logits,
     sample_logits,
     top_k_top_p_mask,
 )
@@ -68,8 +71,14 @@ def test_defaults_and_presets():
     ],
 )
 def test_bad_values_rejected(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ConfigError, match=field) as info:  # a user's mistake: exit 2, key named
         SamplingConfig(**kwargs)
+    assert info.value.key == field
+
+
+def test_unknown_option_is_a_user_error():
+    with pytest.raises(UserError, match="topk.*valid options: .*top_k"):
+        SamplingConfig.from_dict({"topk": 5})
 
 
 def test_config_is_immutable_and_revalidated():
@@ -313,3 +322,55 @@ def test_sampler_reproducible_and_penalised():
     b = Sampler(SamplingConfig(greedy=True), 6, batch_size=2)
     out = b(torch.eye(6)[:2])
     assert out.tolist() == [0, 1] and b.penalty.seen[0, 0] and b.penalty.seen[1, 1]
+
+
+# --------------------------------------------------------------------------- #
+# non-finite logits (NaN weights, an overflow in fp16): an error, never a token
+
+
+def _bad_logits(kind: str, batched: bool) -> torch.Tensor:
+    x = torch.randn(2, 50, generator=gen(0))
+    row = x[1]
+    if kind == "NaN":
+        row[7] = math.nan
+    elif kind == "+inf":
+        row[7] = math.inf
+    else:
+        row[:] = -math.inf  # every token banned
+    return x if batched else x[1]
+
+
+@pytest.mark.parametrize("kind", ["NaN", "+inf", "-inf"])
+@pytest.mark.parametrize("cfg", [SamplingConfig(temperature=0.0), SamplingConfig(top_p=1.0),
+                                 SamplingConfig(top_k=5, temperature=0.7)], ids=["greedy", "sample", "topk"])
+@pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
+def test_non_finite_logits_raise_naming_the_token(kind, cfg, batched):
+    # before: greedy argmax of NaN logits returned a token (0: "end of text", so nothing was
+    # generated, exit 0); sampling failed inside torch.multinomial (an internal error)
+    logits = _bad_logits(kind, batched)
+    with pytest.raises(NonFiniteLogitsError, match="at token 7") as info:
+        sample_logits(logits, cfg, gen(), step=7)
+    assert isinstance(info.value, UserError) and info.value.step == 7
+    if kind == "-inf":
+        assert "every logit is -inf" in str(info.value)
+    else:
+        assert f"non-finite logits ({kind})" in str(info.value)
+        assert "weights hold NaN/Inf or overflowed" in str(info.value)
+
+
+def test_non_finite_check_accepts_banned_tokens_and_half_precision():
+    x = torch.randn(3, 40, generator=gen(1)).half()
+    x[:, :10] = -math.inf  # banned tokens are fine while one token is left
+    check_finite_logits(x)
+    assert 10 <= sample_logits(x, SamplingConfig(temperature=0.0))[0] < 40
+    big = torch.full((8,), 70000.0).half()  # overflows to inf in fp16
+    with pytest.raises(NonFiniteLogitsError, match="inf"):
+        sample_logits(big, SamplingConfig(temperature=0.0))
+
+
+def test_sampler_counts_tokens_for_the_error():
+    s = Sampler(SamplingConfig(top_p=1.0), 10, seed=0)
+    for _ in range(3):
+        s(torch.zeros(10))
+    with pytest.raises(NonFiniteLogitsError, match="at token 4"):
+        s(torch.full((10,), math.nan))
