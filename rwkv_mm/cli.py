@@ -6,14 +6,28 @@ import argparse
 import sys
 import time
 
+from rwkv_mm.cli_types import (finite_float, int_in, non_empty_str, non_negative_float,
+                               non_negative_int, positive_int, probability, seed, torch_device,
+                               torch_dtype)
 
-def _dtype(name: str):
-    import torch
 
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if name not in table:
-        raise argparse.ArgumentTypeError(f"--dtype {name!r}: choose from {sorted(table)}")
-    return table[name]
+def _tokenizer_name(name: str) -> str:
+    """A tokenizer name that `load_tokenizer` knows (argparse `type=`)."""
+    import rwkv_mm.music  # noqa: F401 — registers "abc-bytes"
+    from rwkv_mm.backbone.tokenizer import available_tokenizers
+
+    if name.strip().lower() not in available_tokenizers():
+        raise argparse.ArgumentTypeError(f"unknown tokenizer {name!r}; available: "
+                                         f"{', '.join(available_tokenizers())}")
+    return name
+
+
+def _head_size(text: str) -> int:
+    """Channels per head: a positive multiple of 4 (argparse `type=`)."""
+    value = int_in(min=4)(text)
+    if value % 4:
+        raise argparse.ArgumentTypeError(f"expected a multiple of 4, got {text!r}")
+    return value
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -54,9 +68,19 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from rwkv_mm.backbone import RWKVConfig, save_model
     from rwkv_mm.backbone.build import build_backbone
 
+    from rwkv_mm.errors import ConfigError, UserError
+
+    if args.n_embd % args.head_size:
+        raise UserError(f"--n-embd {args.n_embd} is not a multiple of --head-size {args.head_size}",
+                        fix=f"use e.g. --n-embd {max(1, round(args.n_embd / args.head_size)) * args.head_size}")
     torch.manual_seed(args.seed)
-    config = RWKVConfig(version=args.version, n_layer=args.n_layer, n_embd=args.n_embd,
-                        vocab_size=args.vocab_size, head_size=args.head_size)
+    try:
+        config = RWKVConfig(version=args.version, n_layer=args.n_layer, n_embd=args.n_embd,
+                            vocab_size=args.vocab_size, head_size=args.head_size)
+    except ConfigError as err:  # a combination of flags the architecture does not allow
+        flag = "--" + err.key.replace("_", "-")
+        name = f"{flag} {err.value}" if hasattr(args, err.key) else f"{err.key}={err.value!r}"
+        raise UserError(f"{name}: expected {err.expected}") from None
     model = build_backbone(config)
     path = save_model(model, args.out)
     n = sum(p.numel() for p in model.parameters())
@@ -133,29 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text from a checkpoint (prefill, then recurrent decoding)")
     g.add_argument("--checkpoint", required=True, help="official RWKV-5/6 .pth or our .pth/.safetensors")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--max-tokens", type=int, default=200)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=0.85)
-    g.add_argument("--top-k", type=int, default=0, help="0 = off")
-    g.add_argument("--presence-penalty", type=float, default=0.0)
-    g.add_argument("--frequency-penalty", type=float, default=0.0)
-    g.add_argument("--penalty-decay", type=float, default=0.996)
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--tokenizer", default="world", help="tokenizer name (default: world)")
-    g.add_argument("--dtype", type=_dtype, default="fp32", help="fp32 | bf16 | fp16")
-    g.add_argument("--device", default="cpu")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    g.add_argument("--prompt", required=True, type=non_empty_str)
+    g.add_argument("--max-tokens", type=positive_int, default=200)
+    g.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy")
+    g.add_argument("--top-p", type=probability, default=0.85, help="in [0, 1]; 1 = off")
+    g.add_argument("--top-k", type=non_negative_int, default=0, help="0 = off")
+    g.add_argument("--presence-penalty", type=finite_float, default=0.0)
+    g.add_argument("--frequency-penalty", type=finite_float, default=0.0)
+    g.add_argument("--penalty-decay", type=probability, default=0.996, help="in [0, 1]")
+    g.add_argument("--seed", type=seed, default=None)
+    g.add_argument("--tokenizer", type=_tokenizer_name, default="world",
+                   help="tokenizer name (default: world)")
+    g.add_argument("--dtype", type=torch_dtype, default="fp32", help="fp32 | bf16 | fp16")
+    g.add_argument("--device", type=torch_device, default="cpu", help="cpu, cuda, cuda:N or mps")
+    g.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch CPU threads (0 = torch default)")
     g.set_defaults(func=_cmd_generate)
 
     i = sub.add_parser("init", help="write a randomly initialised model (paper App. I) in the official layout")
     i.add_argument("--out", required=True, help="output .pth or .safetensors")
-    i.add_argument("--version", default="6", help="5 (Eagle), 6 (Finch) or goldfinch")
-    i.add_argument("--n-layer", type=int, default=2)
-    i.add_argument("--n-embd", type=int, default=128)
-    i.add_argument("--vocab-size", type=int, default=65536)
-    i.add_argument("--head-size", type=int, default=64)
-    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--version", default="6", choices=("5", "6", "goldfinch"),
+                   help="5 (Eagle), 6 (Finch) or goldfinch")
+    i.add_argument("--n-layer", type=positive_int, default=2)
+    i.add_argument("--n-embd", type=positive_int, default=128, help="a multiple of --head-size")
+    i.add_argument("--vocab-size", type=positive_int, default=65536)
+    i.add_argument("--head-size", type=_head_size, default=64, help="a multiple of 4")
+    i.add_argument("--seed", type=seed, default=0)
     i.set_defaults(func=_cmd_init)
 
     t = sub.add_parser("train", help="run a training recipe: rwkv-mm train RECIPE [key=value ...]")

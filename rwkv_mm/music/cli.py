@@ -6,18 +6,34 @@ import argparse
 import sys
 from pathlib import Path
 
+from rwkv_mm.cli_types import (non_negative_float, non_negative_int, open_probability,
+                               positive_int, seed)
+
+
+def _load_music_model(path: str):
+    """The byte-level model at `path`; a UserError naming the file if it is not one (V != 128)."""
+    from rwkv_mm.backbone import load_model
+    from rwkv_mm.errors import UserError
+
+    from .tokenizer import VOCAB_SIZE
+
+    model = load_model(path)
+    if model.config.vocab_size != VOCAB_SIZE:
+        raise UserError(f"vocab_size {model.config.vocab_size}, not a byte-level music model "
+                        f"(V={VOCAB_SIZE})", where=path,
+                        fix="pass a model trained by the lm_music runner (runs/<recipe>/model.pth)")
+    return model
+
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from rwkv_mm.backbone import SamplingConfig, load_model, to_decode_layout
+    from rwkv_mm.backbone import SamplingConfig, to_decode_layout
     from rwkv_mm.cpu import tune_malloc
 
     from .generate import generate_tunes
     from .scoring import parse_tune, write_abc_and_midi
 
     tune_malloc()
-    model = to_decode_layout(load_model(args.checkpoint))
-    if model.config.vocab_size != 128:
-        raise ValueError(f"{args.checkpoint}: vocab_size {model.config.vocab_size}; a music model is byte-level (V=128)")
+    model = to_decode_layout(_load_music_model(args.checkpoint))
     codes = args.control_codes.replace("\\n", "\n")
     if codes and not codes.endswith("\n"):
         codes += "\n"
@@ -41,19 +57,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_positions(args: argparse.Namespace) -> int:
-    from rwkv_mm.backbone import load_model
-
     from .corpus import load_tunes
     from .positions import gaussian_smooth, per_position_loss, plot_position_curves
     from .tokenizer import ByteTokenizer
 
-    tunes, _ = load_tunes(args.tunes)
+    tunes, _ = load_tunes(args.tunes)  # CorpusError (exit 2) when the file holds no tune
     tunes = tunes[: args.max_tunes] if args.max_tunes > 0 else tunes
     tok = ByteTokenizer()
     seqs = [tok.encode_tune(t) for t in tunes]
     curves = {}
     for path in args.checkpoint:
-        model = load_model(path)
+        model = _load_music_model(path)
         mean, count = per_position_loss(model, seqs, args.max_len, args.batch_size)
         curves[Path(path).stem] = gaussian_smooth(mean, args.sigma)
         print(f"{path}: mean loss over the first {args.max_len} positions "
@@ -71,25 +85,26 @@ def add_music_parser(sub) -> None:
 
     g = msub.add_parser("generate", help="sample tunes from a byte-level model; writes .abc and .mid")
     g.add_argument("--checkpoint", required=True)
-    g.add_argument("--n", type=int, default=10, help="number of tunes")
+    g.add_argument("--n", type=positive_int, default=10, help="number of tunes")
     g.add_argument("--control-codes", default="", help='IrishMAN control codes, e.g. "S:2\\nB:9\\nE:4\\nB:9"')
     g.add_argument("--prompt", default="", help='ABC header to start from, e.g. "L:1/8\\nM:6/8\\nK:G\\n"')
-    g.add_argument("--top-k", type=int, default=8)
-    g.add_argument("--top-p", type=float, default=0.8)
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--max-bytes", type=int, default=1024)
-    g.add_argument("--min-bars", type=int, default=4)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--top-k", type=non_negative_int, default=8, help="0 = off")
+    g.add_argument("--top-p", type=open_probability, default=0.8, help="in (0, 1]; 1 = off")
+    g.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy")
+    g.add_argument("--max-bytes", type=positive_int, default=1024)
+    g.add_argument("--min-bars", type=non_negative_int, default=4)
+    g.add_argument("--seed", type=seed, default=0)
     g.add_argument("--out", default="runs/music_tunes")
     g.set_defaults(func=_cmd_generate)
 
     e = msub.add_parser("eval-positions", help="loss at every position of held-out tunes (paper Fig. 8)")
     e.add_argument("--checkpoint", nargs="+", required=True, help="one or more models, one curve each")
     e.add_argument("--tunes", default="data/music/validation.json")
-    e.add_argument("--max-len", type=int, default=1024)
-    e.add_argument("--max-tunes", type=int, default=0, help="0 = all")
-    e.add_argument("--sigma", type=float, default=10.0, help="Gaussian smoothing width (positions)")
-    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-len", type=positive_int, default=1024)
+    e.add_argument("--max-tunes", type=non_negative_int, default=0, help="0 = all")
+    e.add_argument("--sigma", type=non_negative_float, default=10.0,
+                   help="Gaussian smoothing width (positions; 0 = none)")
+    e.add_argument("--batch-size", type=positive_int, default=16)
     e.add_argument("--out", default="runs/music_positions.png")
     e.set_defaults(func=_cmd_eval_positions)
 

@@ -13,6 +13,9 @@ Reading (:func:`load_tunes`):
 Tunes that are empty, have no ``K:`` (key) field, no music after it, or no bar lines are not
 mixed in: each is listed in the :class:`CorpusReport` as (file, index, reason), index counting
 from 0 within the file; ``strict=True`` raises :class:`CorpusError` at the first one instead.
+A binary file (a NUL byte) is such a problem too (index -1: the whole file). Invalid JSON, a JSON that is not a
+list, a folder without .abc files, or a corpus that yields no tune at all raise
+:class:`CorpusError` naming the file (and, for JSON, the line and column).
 
 Training samples (:class:`TuneDataset`): one sample per tune, ``[2] + bytes + [3]`` cut to
 ``ctx_len + 1`` tokens (tunes are not concatenated: position 0 is always a tune's start, as in
@@ -54,11 +57,18 @@ def _field(line: str, in_body: bool) -> re.Match | None:
 
 
 class TuneProblem(NamedTuple):
-    """A tune left out: the file, the tune's index in it (from 0) and why."""
+    """A tune left out: the file, the tune's index in it (from 0; -1: the whole file) and why."""
 
     path: str
     index: int
     reason: str
+
+
+def _describe(p: TuneProblem) -> str:
+    """`file: tune i: reason` (`file: reason` for the whole file)."""
+    if p.index < 0:
+        return f"{p.path}: {p.reason}"
+    return f"{p.path}: tune {p.index}: {p.reason}"
 
 
 class CorpusError(UserError):
@@ -179,10 +189,22 @@ def clean_abc(abc: str, keep_fields: str = MUSIC_FIELDS) -> str:
     return "\n".join(out + body) + "\n"
 
 
-def _read_text(file: Path, report: CorpusReport) -> str:
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _read_text(file: Path, report: CorpusReport) -> str | None:
+    """The file's text (UTF-8 with or without a BOM, UTF-16 with a BOM, else Latin-1 with a
+    note), or None for a binary file (a NUL byte: never in ABC or JSON text)."""
     raw = file.read_bytes()
+    if raw.startswith(_UTF16_BOMS):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    if b"\x00" in raw:
+        return None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         report.notes.append(f"{file}: not UTF-8, read as Latin-1")
         return raw.decode("latin-1")
@@ -191,7 +213,8 @@ def _read_text(file: Path, report: CorpusReport) -> str:
 def load_tunes(path: str | Path, strict: bool = False) -> tuple[list[str], CorpusReport]:
     """Tune texts of an IrishMAN JSON file, an .abc file or a folder of .abc files, and the
     report of what was read and left out (see the module docstring). Texts are returned as
-    read (the byte tokenizer applies the non-ASCII policy when encoding)."""
+    read (the byte tokenizer applies the non-ASCII policy when encoding). A corpus without a
+    single usable tune raises :class:`CorpusError` ("no tunes in PATH: ...")."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"tune corpus not found: {path}")
@@ -199,9 +222,10 @@ def load_tunes(path: str | Path, strict: bool = False) -> tuple[list[str], Corpu
     tunes: list[str] = []
 
     def problem(source: Path, index: int, reason: str) -> None:
+        item = TuneProblem(str(source), index, reason)
         if strict:
-            raise CorpusError(f"{source}: tune {index}: {reason}")
-        report.problems.append(TuneProblem(str(source), index, reason))
+            raise CorpusError(_describe(item))
+        report.problems.append(item)
 
     def add(text: str, abc: str, source: Path, index: int) -> None:
         reason = tune_problem(abc)
@@ -219,9 +243,13 @@ def load_tunes(path: str | Path, strict: bool = False) -> tuple[list[str], Corpu
         files = [path]
     for file in files:
         report.files.append(str(file))
+        text = _read_text(file, report)
+        if text is None:
+            problem(file, -1, "a binary file, not ABC or JSON text")
+            continue
         if file.suffix.lower() == ".json":
             try:
-                items = json.loads(_read_text(file, report))
+                items = json.loads(text)
             except json.JSONDecodeError as err:
                 raise CorpusError(f"{file}: not valid JSON ({err})") from None
             if not isinstance(items, list):
@@ -240,10 +268,22 @@ def load_tunes(path: str | Path, strict: bool = False) -> tuple[list[str], Corpu
                 abc = item["abc notation"]
                 add(code + strip_x_line(abc), abc, file, i)
         else:
-            for i, abc in enumerate(split_abc_file(_read_text(file, report))):
+            for i, abc in enumerate(split_abc_file(text)):
                 report.read += 1
                 add(strip_x_line(abc), abc, file, i)
+    if not tunes:
+        raise CorpusError(f"no tunes in {path}", fix=_why_empty(report))
     return tunes, report
+
+
+def _why_empty(report: CorpusReport, show: int = 3) -> str:
+    """Why a corpus gave no tune: the first problems, or what a tune looks like."""
+    if not report.problems:
+        return ("no tune found (an .abc tune starts at an 'X:' line or has a 'K:' field; IrishMAN "
+                "JSON is a non-empty list of {'control code', 'abc notation'} items)")
+    shown = "; ".join(_describe(p) for p in report.problems[:show])
+    more = len(report.problems) - show
+    return f"{len(report.problems)} left out ({shown}{f'; {more} more' if more > 0 else ''})"
 
 
 class TuneDataset(Dataset):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rwkv_mm.backbone import SamplingConfig, generate_tokens
+from rwkv_mm.errors import UserError
 
 from .tokenizer import ByteTokenizer
 
@@ -18,7 +19,11 @@ def generate_tunes(model, n_tunes: int, prompt: str = "", sampling: SamplingConf
     """Sample `n_tunes` tunes, each starting from the begin token + `prompt` (control codes
     and/or an ABC header) and ending at the end token or after `max_bytes` bytes.
 
-    Returns the texts, prompt included. Tune i uses seed `seed + i` (reproducible one by one)."""
+    Returns the texts, prompt included; the end token itself is never part of a text. Tune i
+    uses seed `seed + i` (reproducible one by one). Non-finite logits raise the backbone's
+    NonFiniteLogitsError (a UserError)."""
+    if isinstance(n_tunes, bool) or not isinstance(n_tunes, int) or n_tunes < 0:
+        raise UserError(f"n_tunes={n_tunes!r}: expected an int >= 0")
     tok = ByteTokenizer()
     prompt_ids = [tok.begin_id] + tok.encode(prompt)
     tunes = []

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from rwkv_mm.backbone import RWKVConfig, SamplingConfig, build_backbone, load_model, save_model
+from rwkv_mm.cli_types import MAX_SEED
+from rwkv_mm.errors import ConfigError, check_float, check_int
 from rwkv_mm.runners import register_runner
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.trainer import Trainer
@@ -31,6 +33,12 @@ class MusicModelConfig:
     n_embd: int = 512
     head_size: int = 64
 
+    def __post_init__(self) -> None:
+        # the backbone's own checks (n_layer >= 1, head_size a multiple of 4 dividing n_embd,
+        # GoldFinch's >= 2 layers, ...): its ConfigError names the same field
+        RWKVConfig(version=self.version, n_layer=self.n_layer, n_embd=self.n_embd,
+                   vocab_size=128, head_size=self.head_size)
+
 
 @dataclass
 class MusicDataConfig:
@@ -41,6 +49,14 @@ class MusicDataConfig:
     ctx_len: int = 1024
     max_train_tunes: int = 0  # 0 = all
     max_validation_tunes: int = 0  # 0 = all
+
+    def __post_init__(self) -> None:
+        for name in ("train", "validation"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(name, getattr(self, name), "a corpus path (JSON, .abc or folder)")
+        check_int(self, "ctx_len", min=2)
+        check_int(self, "max_train_tunes", min=0)
+        check_int(self, "max_validation_tunes", min=0)
 
 
 @dataclass
@@ -55,6 +71,15 @@ class MusicGenerateConfig:
     max_bytes: int = 1024
     min_bars: int = 4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self, "n_tunes", min=0)
+        check_int(self, "top_k", min=0)  # 0 = off
+        check_float(self, "top_p", gt=0.0, max=1.0)  # 1 = off
+        check_float(self, "temperature", min=0.0)  # 0 = greedy
+        check_int(self, "max_bytes", min=1)
+        check_int(self, "min_bars", min=0)
+        check_int(self, "seed", min=0, max=MAX_SEED)
 
 
 @dataclass
