@@ -21,6 +21,7 @@ model's parameters (by their GoldFinch-code names):
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -240,10 +241,11 @@ def test_cache_is_written_from_the_output_of_the_layer_the_paper_names():
 def test_cache_depends_on_the_finch_c2_layers_only():
     """Changing the last Finch-C2 layer changes the cache; changing a GOLD layer or the head does
     not (the cache must be complete before any GOLD layer runs: that is the O(1) prefill)."""
-    tokens = tokens_for(4)
+    tokens = tokens_for(4, T=12)
+    original = random_goldfinch()
 
     def cache_after(edit) -> torch.Tensor:
-        model = random_goldfinch()
+        model = copy.deepcopy(original)
         with torch.no_grad():
             edit(model)
             return model(tokens)[1].key_cache
