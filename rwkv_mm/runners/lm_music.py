@@ -17,7 +17,7 @@ from torch import nn
 
 from rwkv_mm.backbone import RWKVConfig, SamplingConfig, build_backbone, load_model, save_model
 from rwkv_mm.cli_types import MAX_SEED
-from rwkv_mm.errors import ConfigError, check_float, check_int
+from rwkv_mm.errors import ConfigError, UserError, check_float, check_int
 from rwkv_mm.runners import register_runner
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.trainer import Trainer
@@ -96,8 +96,9 @@ def build_model(cfg: MusicRunConfig) -> nn.Module:
     if cfg.init_from:
         model = load_model(cfg.init_from)
         if model.config.vocab_size != 128:
-            raise ValueError(f"init_from={cfg.init_from}: vocab_size {model.config.vocab_size}, "
-                             "the music runner needs a byte model (V=128)")
+            raise UserError(f"vocab_size {model.config.vocab_size}, not a byte-level model (V=128)",
+                            where=f"init_from={cfg.init_from}",
+                            fix="start the music runner from a byte model such as RWKV-5-ABC-82M")
         return model
     torch.manual_seed(cfg.train.seed)
     m = cfg.model
