@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import goldfinch_checkpoint
 from .build import build_backbone
 from .config import RWKVConfig
-from .errors import UserError
+from .errors import ConfigError, UserError
 from .files import atomic_write
 from .goldfinch import GoldFinch
 from .model import RWKV
 
 
 class CheckpointError(UserError):
-    """A checkpoint that cannot be loaded (bad keys or shapes), naming the file and the keys."""
+    """A checkpoint that cannot be loaded (unreadable file, bad keys, shapes, dtypes or values),
+    naming the file and the keys."""
 
 
 class UnsupportedVersionError(CheckpointError):
@@ -35,29 +38,175 @@ class UnsupportedVersionError(CheckpointError):
 
 _CONFIG_METADATA_KEY = "rwkv_mm_config"
 
+#: What is wrong with a file that torch/safetensors cannot read at all.
+NOT_A_CHECKPOINT = "truncated or not a torch/safetensors file"
+#: What is wrong with a pickle that the weights-only loader refuses.
+PYTHON_OBJECTS = "contains Python objects that are not tensors (refused: loading them could run code)"
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors of a `.pth` (loaded with weights_only=True) or `.safetensors` file, on the CPU."""
+_FIX = "pass a checkpoint written by rwkv-mm or RWKV-LM"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6: a zip archive
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # the older format's first pickle
+# Words of the weights-only unpickler's refusals of objects (as opposed to a damaged stream).
+_REFUSED_OBJECT = re.compile(r"GLOBAL|Can only (create|build)|call reduce|must be imported")
+
+
+# ----------------------------------------------------------------------------- reading files
+def torch_load(path: str | os.PathLike, fix: str | None = None) -> Any:
+    """`torch.load` of a file the user named, on the CPU, with `weights_only=True` (tensors and
+    plain data only: a pickle that would import or call anything is refused, never run).
+
+    Zip-format files are memory-mapped: tensors are views of the file, so a shape that claims more
+    data than the file holds fails without allocating it. Files of torch's pre-1.6 format are
+    read twice, first without data (fake tensors) to bound every storage by the file size.
+    Any failure is a CheckpointError naming the file (torch's own advice to retry with
+    weights_only=False is never repeated); `fix` says what to do about a damaged file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path), device="cpu")
+    fix = fix or _FIX
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if not (head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC):
+        raise CheckpointError(NOT_A_CHECKPOINT, where=str(path), fix=fix)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # mmap needs the zip format; the legacy format loads without it
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{path}: expected a flat dict of tensors (an RWKV state dict)")
-    return sd
+        if head.startswith(_ZIP_MAGIC):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        _check_legacy_storage_sizes(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (CheckpointError, PermissionError, MemoryError):
+        raise
+    except Exception as err:  # whatever torch.load raises here comes from the file's bytes
+        raise _load_error(err, path, fix) from None
+
+
+def _load_error(err: Exception, path: Path, fix: str) -> CheckpointError:
+    """A CheckpointError for what torch.load raised on `path`."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and _REFUSED_OBJECT.search(text):
+        found = re.search(r"GLOBAL (\S+)", text)
+        asks = f"it asks for {found.group(1)}; " if found else ""
+        return CheckpointError(PYTHON_OBJECTS, where=str(path),
+                               fix=f"{asks}load only files saved as plain tensors (a state dict)")
+    if isinstance(err, pickle.UnpicklingError):  # its text carries torch's unsafe-retry advice
+        reason = "UnpicklingError"
+    else:
+        first = text.strip().splitlines()[0][:160] if text.strip() else ""
+        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    return CheckpointError(f"{NOT_A_CHECKPOINT} ({reason})", where=str(path), fix=fix)
+
+
+def _check_legacy_storage_sizes(path: Path) -> None:
+    """Refuse an old-format torch file whose tensors claim more bytes than the file holds.
+
+    torch allocates each storage of that format at its claimed size before reading it; loading
+    under FakeTensorMode first reads only the claims (no data, no allocation)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    size = path.stat().st_size
+    for name, tensor in _tensors_in(obj, ""):
+        claimed = tensor.untyped_storage().nbytes()
+        if claimed > size:
+            raise CheckpointError(f"{NOT_A_CHECKPOINT} (tensor '{name}' claims {claimed:,} bytes, the file "
+                                  f"holds {size:,})", where=str(path))
+
+
+def _tensors_in(obj: Any, prefix: str) -> list[tuple[str, torch.Tensor]]:
+    """(dotted name, tensor) for every tensor inside nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return [(prefix, obj)]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else []
+    return [found for k, v in items for found in _tensors_in(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a `.pth` (loaded with weights_only=True) or `.safetensors` file, on the CPU.
+
+    Both are memory-mapped: nothing is copied until a tensor is used (see `state_dict_to_model`
+    for the checks that come first)."""
+    return _read_state_dict_and_metadata(Path(path))[0]
+
+
+def _read_state_dict_and_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, safetensors metadata or {}) of a checkpoint file."""
+    if path.suffix != ".safetensors":
+        sd = torch_load(path)
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in sd.items()):
+            raise CheckpointError(f"{path}: expected a flat dict of tensors (an RWKV state dict), "
+                                  f"got {_describe(sd)}")
+        return sd, {}
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    from safetensors import SafetensorError, safe_open
+
+    try:  # safetensors checks the header's shapes and offsets against the file's size
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except (SafetensorError, ValueError, TypeError, RuntimeError, EOFError, OverflowError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{NOT_A_CHECKPOINT} ({type(err).__name__}: {first})", where=str(path),
+                              fix=_FIX) from None
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, dict):
+        bad = next(((k, v) for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))))
+        return f"a dict whose entry {bad[0]!r} is a {type(bad[1]).__name__}"
+    return f"a {type(obj).__name__}"
+
+
+# ----------------------------------------------------------------------------- checks
+def check_weights(sd: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor holds finite floating-point numbers; else CheckpointError naming the first
+    bad key (dtypes first: no data read)."""
+    check_weight_dtypes(sd, source)
+    check_finite(sd, source)
+
+
+def check_weight_dtypes(sd: dict[str, torch.Tensor], source: str) -> None:
+    """Every tensor is floating-point (integer, bool and complex tensors are named and refused)."""
+    for key, value in sd.items():
+        if not value.is_floating_point():
+            raise CheckpointError(f"tensor '{key}' has dtype {str(value.dtype).removeprefix('torch.')}; "
+                                  "weights must be floating-point", where=source,
+                                  fix="convert the weights to float/bf16/fp16 when exporting them")
+
+
+def check_finite(sd: dict[str, torch.Tensor], source: str) -> None:
+    """No tensor holds NaN or +-Inf (one pass per tensor with aminmax: no copy; NaN propagates)."""
+    for key, value in sd.items():
+        if value.numel() and not all(torch.isfinite(x) for x in torch.aminmax(value)):
+            raise CheckpointError(f"tensor '{key}' holds NaN or infinite values", where=source,
+                                  fix="the weights are damaged (or come from a diverged run); use an "
+                                      "earlier checkpoint")
+
+
+def layer_count(sd: dict[str, torch.Tensor], source: str, prefix: str = "blocks.") -> int:
+    """L from the `<prefix><i>.` keys, which must number the layers 0..L-1 without a gap (so L
+    never exceeds the number of keys, whatever index a key claims); a key past a gap is named."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    first_key: dict[int, str] = {}
+    for key in sd:
+        if m := pattern.match(key):
+            first_key.setdefault(int(m.group(1)), key)
+    if not first_key:
+        raise CheckpointError(f"{source}: no '{prefix}<i>.*' keys")
+    for expected, index in enumerate(sorted(first_key)):
+        if index != expected:
+            raise CheckpointError(f"key '{first_key[index]}' is in layer {index} but layer {expected} has no "
+                                  "keys (layers must be numbered 0..L-1)", where=source)
+    return len(first_key)
 
 
 def detect_version(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> str:
     """'6', '5.2', '5.1' or '5.0' from the keys and shapes, as BlinkDL's runtime tells them apart;
     'goldfinch' for a GoldFinch file (it has the key cache's `w_kv_cache_a.weight`).
 
-    Raises UnsupportedVersionError for RWKV-4 and RWKV-7 files.
+    RWKV-5.2 stores `att.time_decay` per channel, [H, N]; 5.0/5.1 per head, [H] (5.1 adds the
+    gate). As in the runtime, a second axis longer than 1 means 5.2, so a single-head (H = 1)
+    5.2 file, [1, N], is not taken for 5.0. Raises UnsupportedVersionError for RWKV-4 and RWKV-7.
     """
     keys = set(sd)
     if any(k.endswith(("att.r_k", "att.x_r", "att.w0")) for k in keys):
@@ -81,58 +230,80 @@ def detect_version(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> s
     decay = sd.get("blocks.0.att.time_decay")
     if decay is None:
         raise CheckpointError(f"{source}: missing key 'blocks.0.att.time_decay'")
-    if decay.squeeze().dim() == 2:
+    if decay.dim() >= 2 and decay.shape[1] > 1:
         return "5.2"
     return "5.1" if "blocks.0.att.gate.weight" in keys else "5.0"
 
 
-def _shape(sd: dict[str, torch.Tensor], key: str, source: str) -> tuple[int, ...]:
+def _shape(sd: dict[str, torch.Tensor], key: str, source: str, ndim: int | None = None) -> tuple[int, ...]:
+    """The shape of `sd[key]` (with `ndim` dims when given), or a CheckpointError naming the key."""
     if key not in sd:
         raise CheckpointError(f"{source}: missing key '{key}'")
-    return tuple(sd[key].shape)
+    shape = tuple(sd[key].shape)
+    if ndim is not None and len(shape) != ndim:
+        raise CheckpointError(f"tensor '{key}' has shape {list(shape)}; expected {ndim} dims", where=source)
+    return shape
 
 
 def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> RWKVConfig:
     """Infer the RWKVConfig of an official-layout state dict from its keys and shapes."""
     version = detect_version(sd, source)
-    if version == "goldfinch":
-        return goldfinch_checkpoint.goldfinch_config(sd, _shape, CheckpointError, source)
-    V, D = _shape(sd, "emb.weight", source)
-    layer_ids = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    if not layer_ids:
-        raise CheckpointError(f"{source}: no 'blocks.<i>.*' keys")
-    n_layer = max(layer_ids) + 1
-    F = _shape(sd, "blocks.0.ffn.key.weight", source)[0]
-    att_dim = _shape(sd, "blocks.0.att.key.weight", source)[0]
-    if att_dim != D:
-        raise CheckpointError(f"{source}: blocks.0.att.key.weight has {att_dim} output channels but "
-                              f"n_embd is {D}; dim_att != n_embd is not supported")
-    if version in ("6", "5.2"):
-        H, N = _shape(sd, "blocks.0.att.time_faaaa", source)
-    else:  # 5.0 / 5.1: one decay per head
-        H = sd["blocks.0.att.time_decay"].numel()
-        N = D // H
-    extra = {}
-    if version == "6":
-        extra["tm_lora_rank"] = _shape(sd, "blocks.0.att.time_maa_w1", source)[1] // 5
-        extra["decay_lora_rank"] = _shape(sd, "blocks.0.att.time_decay_w1", source)[1]
-    return RWKVConfig(version=version[0], n_layer=n_layer, n_embd=D, vocab_size=V, head_size=N,
-                      dim_ffn=F, gate="blocks.0.att.gate.weight" in sd, **extra)
+    n_layer = layer_count(sd, source)
+    try:
+        if version == "goldfinch":
+            return goldfinch_checkpoint.goldfinch_config(sd, n_layer, _shape, CheckpointError, source)
+        V, D = _shape(sd, "emb.weight", source, 2)
+        F = _shape(sd, "blocks.0.ffn.key.weight", source, 2)[0]
+        att_dim = _shape(sd, "blocks.0.att.key.weight", source, 2)[0]
+        if att_dim != D:
+            raise CheckpointError(f"{source}: blocks.0.att.key.weight has {att_dim} output channels but "
+                                  f"n_embd is {D}; dim_att != n_embd is not supported")
+        if version in ("6", "5.2"):
+            H, N = _shape(sd, "blocks.0.att.time_faaaa", source, 2)
+        else:  # 5.0 / 5.1: one decay per head
+            H = sd["blocks.0.att.time_decay"].numel()
+            N = D // H if H and D % H == 0 else 0
+        extra = {}
+        if version == "6":
+            extra["tm_lora_rank"] = _shape(sd, "blocks.0.att.time_maa_w1", source, 2)[1] // 5
+            extra["decay_lora_rank"] = _shape(sd, "blocks.0.att.time_decay_w1", source, 2)[1]
+        return RWKVConfig(version=version[0], n_layer=n_layer, n_embd=D, vocab_size=V, head_size=N,
+                          dim_ffn=F, gate="blocks.0.att.gate.weight" in sd, **extra)
+    except ConfigError as err:  # sizes read from the shapes that no model has
+        raise CheckpointError(f"the tensor shapes give an impossible model ({err})", where=source) from None
 
 
-def _upgrade_legacy_v5(sd: dict[str, torch.Tensor], config: RWKVConfig) -> dict[str, torch.Tensor]:
+def _check_config_matches_keys(config: RWKVConfig, sd: dict[str, torch.Tensor], source: str) -> None:
+    """A config given with the weights (safetensors metadata) agrees with their layer count and
+    embedding: checked before a model of its size is built."""
+    n_layer = layer_count(sd, source)
+    emb = _shape(sd, "emb.weight", source, 2)
+    if config.n_layer != n_layer or emb != (config.vocab_size, config.n_embd):
+        raise CheckpointError(f"the saved config (n_layer={config.n_layer}, vocab_size={config.vocab_size}, "
+                              f"n_embd={config.n_embd}) does not match the tensors ({n_layer} layers, "
+                              f"emb.weight {list(emb)})", where=source)
+
+
+def _upgrade_legacy_v5(sd: dict[str, torch.Tensor], config: RWKVConfig, source: str) -> dict[str, torch.Tensor]:
     """RWKV-5.0/5.1 per-head decay and bonus → the 5.2 per-channel layout (broadcast over the head).
 
     5.0 stores `time_first` (u = exp(time_first)) or `time_faaaa` (u itself) per head."""
     H, N = config.n_head, config.head_size
+
+    def per_head(key: str, value: torch.Tensor) -> torch.Tensor:  # [H] -> [H, N]
+        if value.numel() != H:
+            raise CheckpointError(f"tensor '{key}' has shape {list(value.shape)}; expected one value per head "
+                                  f"({H}, as in blocks.0)", where=source)
+        return value.reshape(H, 1).float().expand(H, N).clone()
+
     out = {}
     for key, value in sd.items():
         if key.endswith("att.time_decay"):
-            out[key] = value.reshape(H, 1).float().expand(H, N).clone()
+            out[key] = per_head(key, value)
         elif key.endswith("att.time_first"):
-            out[key.replace("time_first", "time_faaaa")] = torch.exp(value.float()).reshape(H, 1).expand(H, N).clone()
+            out[key.replace("time_first", "time_faaaa")] = per_head(key, torch.exp(value.float()))
         elif key.endswith("att.time_faaaa") and value.numel() == H:
-            out[key] = value.reshape(H, 1).float().expand(H, N).clone()
+            out[key] = per_head(key, value)
         else:
             out[key] = value
     return out
@@ -165,17 +336,26 @@ def check_state_dict(model: RWKV | GoldFinch, sd: dict[str, torch.Tensor], sourc
 def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None = None,
                         dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                         source: str = "state dict") -> RWKV | GoldFinch:
-    """Build an RWKV (or GoldFinch) model holding the weights of an official-layout state dict."""
+    """Build an RWKV (or GoldFinch) model holding the weights of an official-layout state dict.
+
+    Every check comes before memory is spent on the claimed sizes: the layer count from the keys
+    (0..L-1, no gap), the dtypes by key, the config; then the model is built on the meta device
+    and every key and shape compared with it; then the values must be finite; only then are the
+    tensors (memory-mapped views of the file, from `read_state_dict`) copied into the model."""
+    version = detect_version(sd, source)
     if config is None:
         config = config_from_state_dict(sd, source)
-    version = detect_version(sd, source)
+    else:
+        _check_config_matches_keys(config, sd, source)
+    check_weight_dtypes(sd, source)
     if version in ("5.0", "5.1"):
-        sd = _upgrade_legacy_v5(sd, config)
+        sd = _upgrade_legacy_v5(sd, config, source)
     elif version == "goldfinch":
         sd = goldfinch_checkpoint.from_file_layout(sd, config)
     with torch.device("meta"):
         model = build_backbone(config, init_weights=False)
     check_state_dict(model, sd, source)
+    check_finite(sd, source)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     sd = {k: v.reshape(expected[k]).to(device=device, dtype=dtype) for k, v in sd.items()}
     model.load_state_dict(sd, assign=True)
@@ -185,17 +365,27 @@ def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None =
 def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu") -> RWKV | GoldFinch:
     """Load an Eagle/Finch model from an official BlinkDL `.pth` (v5.2, v6; also 5.0/5.1), a
-    GoldFinch model, or our own `.pth`/`.safetensors` saves. Sizes come from the tensor shapes."""
+    GoldFinch model, or our own `.pth`/`.safetensors` saves. Sizes come from the tensor shapes.
+
+    Every problem with the file (unreadable, refused pickle, keys, shapes, dtypes, NaN/Inf) is
+    a CheckpointError naming it; a missing file is a FileNotFoundError."""
     path = Path(path)
-    sd = read_state_dict(path)
-    config = None
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if _CONFIG_METADATA_KEY in meta:
-            config = RWKVConfig.from_dict(json.loads(meta[_CONFIG_METADATA_KEY]))
+    sd, meta = _read_state_dict_and_metadata(path)
+    config = _config_from_metadata(meta, path) if _CONFIG_METADATA_KEY in meta else None
     return state_dict_to_model(sd, config, dtype=dtype, device=device, source=str(path))
+
+
+def _config_from_metadata(meta: dict[str, str], path: Path) -> RWKVConfig:
+    """The RWKVConfig our .safetensors saves keep in their metadata (a CheckpointError if broken)."""
+    try:
+        values = json.loads(meta[_CONFIG_METADATA_KEY])
+        if not isinstance(values, dict):
+            raise ValueError(f"a JSON {type(values).__name__}, not an object")
+        return RWKVConfig.from_dict(values)
+    except (ValueError, TypeError) as err:  # bad JSON (a ValueError), unknown keys, bad values
+        raise CheckpointError(f"unreadable '{_CONFIG_METADATA_KEY}' metadata ({err})", where=str(path),
+                              fix="re-save the model, or drop the metadata to infer the sizes "
+                                  "from the tensors") from None
 
 
 def save_model(model: RWKV | GoldFinch, path: str | os.PathLike) -> Path:

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError, check_float, check_int
+
 # Accepted spellings of the three architectures, mapped to the canonical "5" / "6" / "goldfinch".
 _VERSION_ALIASES = {
     "5": "5", "5.2": "5", "x052": "5", "eagle": "5", "rwkv5": "5", "rwkv-5": "5",
@@ -67,20 +69,24 @@ class RWKVConfig:
     rope_base: float | None = None
 
     def __post_init__(self) -> None:
+        """Resolve the defaults and check every field (ConfigError names the field)."""
         key = str(self.version).strip().lower()
         if key not in _VERSION_ALIASES:
-            raise ValueError(f"RWKVConfig.version={self.version!r}: expected '5' (Eagle), '6' (Finch) "
-                             "or 'goldfinch'")
+            raise ConfigError("version", self.version, "'5' (Eagle), '6' (Finch) or 'goldfinch'")
         self.version = _VERSION_ALIASES[key]
-        for name in ("n_layer", "n_embd", "vocab_size", "head_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"RWKVConfig.{name}={value!r}: expected a positive int")
+        for name in ("n_layer", "n_embd", "vocab_size"):
+            check_int(self, name, min=1)
+        check_int(self, "head_size", min=4)
         if self.head_size % 4 != 0:
-            raise ValueError(f"RWKVConfig.head_size={self.head_size}: expected a multiple of 4")
+            raise ConfigError("head_size", self.head_size, "a multiple of 4")
         if self.n_embd % self.head_size != 0:
-            raise ValueError(
-                f"RWKVConfig.n_embd={self.n_embd} is not a multiple of head_size={self.head_size}")
+            raise ConfigError("n_embd", self.n_embd, f"a multiple of head_size={self.head_size}")
+        for name in ("dim_ffn", "tm_lora_rank", "decay_lora_rank"):
+            check_int(self, name, min=1, optional=True)
+        check_int(self, "head_size_divisor", min=1)
+        check_float(self, "layer_norm_eps", gt=0.0)
+        if self.gate is not None and not isinstance(self.gate, bool):
+            raise ConfigError("gate", self.gate, "true, false or null")
         big = self.n_embd >= 4096 and self.version != "goldfinch"  # GoldFinch's code keeps 32/64
         if self.dim_ffn is None:
             self.dim_ffn = default_dim_ffn(self.n_embd)
@@ -94,39 +100,41 @@ class RWKVConfig:
         if self.gate is None:
             self.gate = True
         if self.version == "6" and not self.gate:
-            raise ValueError("RWKVConfig.gate=False exists only for Eagle (RWKV-5.0 files)")
+            raise ConfigError("gate", self.gate, "true for Finch (gate=false exists only for Eagle, "
+                                                 "as in RWKV-5.0 files)")
         given = [name for name in _GOLDFINCH_FIELDS if getattr(self, name) is not None]
         if given:
-            raise ValueError(f"RWKVConfig.{given[0]} is a GoldFinch option; this config is "
-                             f"version={self.version!r} (set version='goldfinch' to use it)")
+            raise ConfigError(given[0], getattr(self, given[0]),
+                              f"null: a GoldFinch option, and this config is version={self.version!r} "
+                              "(set version='goldfinch' to use it)")
 
     def _resolve_goldfinch(self) -> None:
         """Defaults and checks of the GoldFinch-only fields."""
         L, D = self.n_layer, self.n_embd
         if self.gate:
-            raise ValueError("RWKVConfig.gate=True: GoldFinch's Finch-C2 time mix has no gate")
+            raise ConfigError("gate", self.gate, "false: GoldFinch's Finch-C2 time mix has no gate")
         self.gate = False
         if L < 2:
-            raise ValueError(f"RWKVConfig.n_layer={L}: GoldFinch needs at least 2 layers "
-                             "(Finch-C2 below, GOLD on top)")
+            raise ConfigError("n_layer", L, "an int >= 2: GoldFinch needs at least 2 layers "
+                                            "(Finch-C2 below, GOLD on top)")
         if self.n_gold_layer is None:
             self.n_gold_layer = L - (2 * L) // 3
-        if not isinstance(self.n_gold_layer, int) or not 1 <= self.n_gold_layer < L:
-            raise ValueError(f"RWKVConfig.n_gold_layer={self.n_gold_layer!r}: expected an int in "
-                             f"[1, {L - 1}] (at least one Finch-C2 layer must produce the cache)")
+        try:
+            check_int(self, "n_gold_layer", min=1, max=L - 1)
+        except ConfigError as err:
+            raise ConfigError("n_gold_layer", self.n_gold_layer, f"{err.expected} (at least one "
+                              "Finch-C2 layer must produce the cache)") from None
         if self.key_cache_dim is None:
             self.key_cache_dim = max(D // 16, 1)
         if self.gold_lora_rank is None:
             self.gold_lora_rank = max(D // 16, 64)
         for name in ("key_cache_dim", "gold_lora_rank"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"RWKVConfig.{name}={value!r}: expected a positive int")
+            check_int(self, name, min=1)
         if self.rope_base is not None:
             if self.head_size % 2:
-                raise ValueError(f"RWKVConfig.rope_base needs an even head_size, got {self.head_size}")
-            if float(self.rope_base) <= 1.0:
-                raise ValueError(f"RWKVConfig.rope_base={self.rope_base!r}: expected a number > 1")
+                raise ConfigError("rope_base", self.rope_base, f"null: RoPE needs an even head_size, "
+                                                               f"got {self.head_size}")
+            check_float(self, "rope_base", gt=1.0)
             self.rope_base = float(self.rope_base)
 
     @property
@@ -141,7 +149,7 @@ class RWKVConfig:
     @property
     def first_gold_layer(self) -> int:
         """GoldFinch: index s of the first GOLD layer (layers 0..s-1 are Finch-C2)."""
-        if not self.is_goldfinch:
+        if not self.is_goldfinch:  # a bug in the caller, not the user's config
             raise ValueError(f"first_gold_layer: version {self.version!r} has no GOLD layers")
         return self.n_layer - self.n_gold_layer
 
@@ -173,5 +181,5 @@ class RWKVConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown RWKVConfig keys {unknown}; valid keys: {sorted(known)}")
+            raise ConfigError(unknown[0], values[unknown[0]], f"no such RWKVConfig key; valid keys: {sorted(known)}")
         return cls(**values)

@@ -26,38 +26,39 @@ def is_goldfinch_state_dict(sd: dict[str, torch.Tensor]) -> bool:
     return MARKER_KEY in sd
 
 
-def goldfinch_config(sd: dict[str, torch.Tensor], shape, error: type[Exception],
+def goldfinch_config(sd: dict[str, torch.Tensor], n_layer: int, shape, error: type[Exception],
                      source: str) -> RWKVConfig:
-    """Infer a GoldFinch RWKVConfig from a file-layout state dict.
+    """Infer a GoldFinch RWKVConfig from a file-layout state dict of `n_layer` layers (counted
+    from the keys by the caller).
 
-    `shape(sd, key, source)` returns a tensor's shape or raises `error` naming the key."""
-    V, D = shape(sd, "emb.weight", source)
-    layers = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    if not layers:
-        raise error(f"{source}: no 'blocks.<i>.*' keys")
-    L = max(layers) + 1
-    gold = sorted(i for i in layers if f"blocks.{i}.att.query.weight" in sd)
+    `shape(sd, key, source, ndim)` returns a tensor's shape or raises `error` naming the key."""
+    V, D = shape(sd, "emb.weight", source, 2)
+    L = n_layer
+    gold = [i for i in range(L) if f"blocks.{i}.att.query.weight" in sd]
     if not gold or gold != list(range(gold[0], L)):
         raise error(f"{source}: GoldFinch file whose GOLD layers (with att.query.weight) are "
                     f"{gold}; expected the top layers")
     faaaa = "blocks.0.att.time_faaaa"
     if faaaa in sd:
-        H, N = sd[faaaa].shape
+        H, N = shape(sd, faaaa, source, 2)
     elif D % 64 == 0:
         N = 64  # the GoldFinch code's head size
     else:
         raise error(f"{source}: no '{faaaa}' to tell the head size, and D={D} is not a multiple "
                     "of the default 64; save GoldFinch models as .safetensors (config in metadata)")
     rope = sd.get(ROPE_KEY)
+    if rope is not None and (rope.numel() != 1 or not rope.is_floating_point()):
+        raise error(f"{source}: '{ROPE_KEY}' holds {list(rope.shape)} {rope.dtype}; expected one float "
+                    "(the RoPE base)")
     return RWKVConfig(
         version="goldfinch", n_layer=L, n_embd=D, vocab_size=V, head_size=N,
-        dim_ffn=shape(sd, "blocks.0.ffn.key.weight", source)[0],
-        tm_lora_rank=shape(sd, "blocks.0.att.time_maa_w1", source)[1] // 5,
-        decay_lora_rank=shape(sd, "blocks.0.att.time_decay_w1", source)[1],
+        dim_ffn=shape(sd, "blocks.0.ffn.key.weight", source, 2)[0],
+        tm_lora_rank=shape(sd, "blocks.0.att.time_maa_w1", source, 2)[1] // 5,
+        decay_lora_rank=shape(sd, "blocks.0.att.time_decay_w1", source, 2)[1],
         n_gold_layer=L - gold[0],
-        key_cache_dim=shape(sd, MARKER_KEY, source)[0],
-        gold_lora_rank=shape(sd, f"blocks.{gold[0]}.att.time_key_w1", source)[1],
-        rope_base=None if rope is None else float(rope),
+        key_cache_dim=shape(sd, MARKER_KEY, source, 2)[0],
+        gold_lora_rank=shape(sd, f"blocks.{gold[0]}.att.time_key_w1", source, 2)[1],
+        rope_base=None if rope is None else float(rope.reshape(())),
     )
 
 

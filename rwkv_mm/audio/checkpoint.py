@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+from rwkv_mm.backbone.checkpoint import (CheckpointError, check_state_dict, check_weights, layer_count,
+                                         torch_load)
+from rwkv_mm.errors import UserError
 from rwkv_mm.training.checkpoint import atomic_torch_save
 
 from .fbank import FbankConfig
@@ -41,24 +44,58 @@ def save_tagger(path: str | Path, model: AudioRWKV, features: AudioFeatures, mid
 
 
 def read_tagger_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and check a tagger checkpoint dict (on the CPU)."""
+    """Load and check a tagger checkpoint dict (on the CPU, tensors and plain data only).
+
+    A file torch cannot read (truncated, empty, not a torch file, or holding objects the safe
+    loader refuses) or that is not a tagger checkpoint is a UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torch_load(path, fix="the file is truncated or not a checkpoint; use the run's model.pt")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: not an AudioRWKV tagger checkpoint (format {got!r}, expected {FORMAT!r}); "
-                         "the runner writes them as model.pt and checkpoints/step_*.pt")
+        raise CheckpointError(f"not an AudioRWKV tagger checkpoint (format {got!r}, expected {FORMAT!r})",
+                              where=str(path), fix="the runner writes them as model.pt and checkpoints/step_*.pt")
+    missing = [k for k in ("model_config", "fbank", "stats", "target_frames", "mids", "names", "model") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"tagger checkpoint without {missing}", where=str(path))
+    sd = ckpt["model"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError("tagger checkpoint whose 'model' entry is not a dict of tensors", where=str(path))
     return ckpt
 
 
 def load_tagger(path: str | Path) -> tuple[AudioRWKV, AudioFeatures, dict[str, Any]]:
-    """(model in eval mode, its feature extractor, the checkpoint dict) from a tagger checkpoint."""
+    """(model in eval mode, its feature extractor, the checkpoint dict) from a tagger checkpoint.
+
+    The saved config is checked against the weights' keys and shapes on a meta-device model, and
+    the weights for dtype and NaN/Inf, before a model of the config's size is allocated."""
     ckpt = read_tagger_checkpoint(path)
-    model = AudioRWKV(AudioRWKVConfig.from_dict(ckpt["model_config"]), init_weights=False)
-    model.load_state_dict(ckpt["model"])
-    features = AudioFeatures(FbankConfig(**ckpt["fbank"]), ckpt["target_frames"], FeatureStats(**ckpt["stats"]))
+    source, sd = str(path), ckpt["model"]
+    n_layer = layer_count(sd, source)  # blocks 0..L-1, each with keys
+    try:
+        config = AudioRWKVConfig.from_dict(ckpt["model_config"])
+        if config.n_layer != n_layer:  # checked before a model of the config's size is built
+            raise CheckpointError(f"model_config.n_layer={config.n_layer}, the weights hold {n_layer} layers")
+        features = AudioFeatures(FbankConfig(**ckpt["fbank"]), ckpt["target_frames"],
+                                 FeatureStats(**ckpt["stats"]))
+        with torch.device("meta"):
+            shapes = AudioRWKV(config, init_weights=False)
+    except (ValueError, TypeError, AttributeError) as err:  # bad config values (UserError), wrong types
+        reason = (str(err).splitlines() or [""])[0]
+        raise CheckpointError(f"inconsistent tagger checkpoint ({reason})", where=source) from None
+    check_state_dict(shapes, sd, source)
+    check_weights(sd, source)
+    mids, names = ckpt["mids"], ckpt["names"]
+    if not (isinstance(mids, list) and isinstance(names, list) and len(mids) == len(names) == config.num_classes):
+        raise CheckpointError(f"inconsistent tagger checkpoint (mids and names must be lists of "
+                              f"{config.num_classes} labels, one per class)", where=source)
+    model = AudioRWKV(config, init_weights=False)
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as err:  # a shape that differs only in dims of size 1
+        raise CheckpointError(f"inconsistent tagger checkpoint ({(str(err).splitlines() or [''])[0]})",
+                              where=source) from None
     return model.eval(), features, ckpt
 
 
@@ -73,10 +110,11 @@ def average_state_dicts(state_dicts: list[dict[str, torch.Tensor]], names: list[
     for sd, name in zip(state_dicts[1:], names[1:]):
         if set(sd) != set(first):
             diff = sorted(set(sd) ^ set(first))[:5]
-            raise ValueError(f"{name}: parameter names differ from {names[0]} (e.g. {diff})")
+            raise UserError(f"parameter names differ from {names[0]} (e.g. {diff})", where=name)
         for k, v in sd.items():
             if v.shape != first[k].shape:
-                raise ValueError(f"{name}: '{k}' has shape {tuple(v.shape)}, {names[0]} has {tuple(first[k].shape)}")
+                raise UserError(f"'{k}' has shape {tuple(v.shape)}, {names[0]} has {tuple(first[k].shape)}",
+                                where=name)
     out = {}
     for k, ref in state_dicts[-1].items():
         if ref.is_floating_point():
@@ -94,7 +132,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
     ckpts = [read_tagger_checkpoint(p) for p in paths]
     for p, c in zip(paths[1:], ckpts[1:]):
         if c["model_config"] != ckpts[0]["model_config"]:
-            raise ValueError(f"{p}: model config differs from {paths[0]}")
+            raise UserError(f"model config differs from {paths[0]}", where=str(p))
     last = dict(ckpts[-1])
     last["model"] = average_state_dicts([c["model"] for c in ckpts], [str(p) for p in paths])
     last["averaged_from"] = [str(p) for p in paths]

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from rwkv_mm.backbone.checkpoint import CheckpointError, torch_load
 from rwkv_mm.backbone.files import atomic_write
 
 
@@ -37,12 +38,18 @@ def _as_tuple(x):
 
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by the trainer (weights_only=True: tensors and plain data)."""
+    """Read a checkpoint written by the trainer (weights_only=True: tensors and plain data).
+
+    A damaged or foreign file is a CheckpointError naming it and saying how to start afresh."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    fix = "start afresh with --overwrite, or remove the file"
+    ckpt = torch_load(path, fix=f"the file is damaged; {fix}")
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"not a training checkpoint (a {type(ckpt).__name__}, not a dict)",
+                              where=str(path), fix=fix)
     for key in ("model", "optimizer", "step", "data", "rng"):
         if key not in ckpt:
-            raise ValueError(f"{path}: not a training checkpoint (missing '{key}')")
+            raise CheckpointError(f"not a training checkpoint (no '{key}' entry)", where=str(path), fix=fix)
     return ckpt
