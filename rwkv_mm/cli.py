@@ -107,9 +107,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rwkv_mm.cpu import tune_malloc
-    from rwkv_mm.recipe import dump_yaml, load_recipe, save_resolved_config
-    from rwkv_mm.runners import get_runner
-
+    from rwkv_mm.recipe import dump_yaml, load_recipe
+    from rwkv_mm.training.run_dir import run_recipe
     from rwkv_mm.training.trainer import maybe_init_distributed
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -117,9 +116,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     rank0 = not maybe_init_distributed() or torch_rank() == 0
     if rank0:
         print(f"# recipe {recipe.source} (runner {recipe.runner}) → {run_dir}\n{dump_yaml(recipe)}")
-        save_resolved_config(recipe, run_dir)
     tune_malloc()
-    summary = get_runner(recipe.runner).fn(recipe.config, run_dir, args.resume)
+    # rank 0 locks and checks the folder and writes config.yaml (after the resume checks)
+    summary = run_recipe(recipe, run_dir, resume=args.resume,
+                         existing="overwrite" if args.overwrite else "refuse",
+                         allow_config_change=args.allow_config_change)
     if not rank0:
         return 0
     print("# summary")
@@ -188,8 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run a training recipe: rwkv-mm train RECIPE [key=value ...]")
     t.add_argument("recipe", help="a YAML path or a shipped recipe name (see `rwkv-mm ls`)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
-    t.add_argument("--run-dir", default=None, help="default: runs/<recipe name>")
-    t.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
+    t.add_argument("--run-dir", default=None, help="default: runs/<recipe name>; a fresh run needs an "
+                   "empty or new folder")
+    existing = t.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="continue from <run-dir>/checkpoints/last.pt (the config may change only "
+                               "train.max_steps, logging, evaluation and generation settings)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="start afresh in a run folder that holds a run: remove what a run writes "
+                               "there (other files are kept)")
+    t.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: accept changes to the model, data, batch size, seed, learning "
+                        "rates, ... of the saved config.yaml")
     t.set_defaults(func=_cmd_train)
 
     ls = sub.add_parser("ls", help="list the shipped recipes (name, runner, description)")

@@ -25,10 +25,13 @@ PARTS: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
 
 
 def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]]:
-    """Run every part's tiny recipe into `out_dir/<part>`; returns (title, summary) pairs."""
+    """Run every part's tiny recipe into `out_dir/<part>`; returns (title, summary) pairs.
+
+    A part's folder from an earlier quickstart (only files a run writes) is replaced; a folder
+    holding anything else is refused before any part trains."""
     from rwkv_mm.cpu import tune_malloc
-    from rwkv_mm.recipe import load_recipe, save_resolved_config
-    from rwkv_mm.runners import get_runner
+    from rwkv_mm.recipe import load_recipe
+    from rwkv_mm.training.run_dir import classify, run_recipe
 
     tune_malloc()
     results = []
@@ -37,6 +40,13 @@ def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]
         if ":" in item.split("=", 1)[0] and item.split(":", 1)[0] not in names:
             raise UserError(f"override {item!r}: no quickstart part is named {item.split(':', 1)[0]!r}; "
                              f"parts: {', '.join(names)}")
+    for _, name, _, _ in PARTS:  # refuse at once, not after the parts before it have trained
+        run_dir = out_dir / Path(name).name
+        foreign = classify(run_dir)[1] if run_dir.is_dir() else []
+        if foreign:
+            raise UserError(f"the quickstart folder holds a file no run writes "
+                            f"({foreign[0].relative_to(run_dir)})", where=str(run_dir),
+                            fix="move it away, or pass another --out")
     for title, name, _, part_overrides in PARTS:
         own = [o.replace("{out}", str(out_dir)) for o in part_overrides]
         mine = [o.split(":", 1)[1] if ":" in o.split("=", 1)[0] else o for o in overrides
@@ -44,9 +54,8 @@ def run_quickstart(out_dir: Path, overrides: list[str]) -> list[tuple[str, dict]
         recipe = load_recipe(name, [*own, *mine])
         run_dir = out_dir / Path(name).name
         print(f"\n=== {title}: recipe {recipe.source} → {run_dir}")
-        save_resolved_config(recipe, run_dir)
         start = time.perf_counter()
-        summary = get_runner(recipe.runner).fn(recipe.config, run_dir, False)
+        summary = run_recipe(recipe, run_dir, existing="replace_own")
         summary["wall_s"] = round(time.perf_counter() - start, 1)
         results.append((title, summary))
     return results

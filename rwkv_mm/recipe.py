@@ -305,14 +305,20 @@ def load_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return Recipe(runner.name, config, path, description)
 
 
-def dump_yaml(recipe: Recipe) -> str:
-    """The resolved recipe as YAML: `runner:`, `description:` and every config field (defaults
-    included). `load_recipe` reads it back to an equal config."""
+def resolved_tree(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data: `runner`, `description` and every config field
+    (defaults included): what `dump_yaml` writes and `read_resolved_config` reads back."""
     tree: dict[str, Any] = {"runner": recipe.runner}
     if recipe.description:
         tree["description"] = recipe.description
     tree.update(config_to_dict(recipe.config))
-    return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True)
+    return tree
+
+
+def dump_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (`resolved_tree`). `load_recipe` reads it back to an equal
+    config."""
+    return yaml.safe_dump(resolved_tree(recipe), sort_keys=False, allow_unicode=True)
 
 
 def save_resolved_config(recipe: Recipe, run_dir: str | Path) -> Path:
@@ -320,3 +326,13 @@ def save_resolved_config(recipe: Recipe, run_dir: str | Path) -> Path:
     text = dump_yaml(recipe)
     return atomic_write(Path(run_dir) / "config.yaml",
                         lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_resolved_config(path: str | Path) -> dict[str, Any]:
+    """The tree of a `config.yaml` that `save_resolved_config` wrote (safe YAML). A file that is
+    not YAML or not a recipe mapping is a `RecipeError` naming it."""
+    path = Path(path)
+    tree = _read_yaml(path)
+    if not isinstance(tree, dict) or "runner" not in tree:
+        raise RecipeError(f"{path}: not a saved run config (expected a mapping with a 'runner:' key)")
+    return tree

@@ -123,13 +123,13 @@ def test_unknown_runner_and_malformed_files(tmp_path, toy_runner):
 def test_override_values_are_typed(tmp_path, toy_runner):
     path = write(tmp_path, {"runner": "toy_test", "model": None, "scale": 2})
     cfg = load_recipe(path, ["model.width=7", "scale=1e-3", "mode=slow", "version=6", "shape=[4, 5]",
-                             "weights.a=1", "weights.b=2.5e-1", "out=/tmp/o", "train.betas=[0.9, 1]",
+                             "weights.a=1", "weights.b=2.5e-1", "out=/tmp/o", "train.betas=[0, 0.5]",
                              "model.kind=", "train.precision=bf16"]).config
     assert cfg.model.width == 7  # an empty `model:` section takes overrides
     assert cfg.scale == 1e-3 and isinstance(cfg.scale, float)  # PyYAML reads 1e-3 as a string
     assert cfg.mode == "slow" and cfg.version == "6" and cfg.shape == (4, 5)
     assert cfg.weights == {"a": 1.0, "b": 0.25} and cfg.out == Path("/tmp/o")
-    assert cfg.train.betas == [0.9, 1.0] and all(isinstance(b, float) for b in cfg.train.betas)
+    assert cfg.train.betas == [0.0, 0.5] and all(isinstance(b, float) for b in cfg.train.betas)
     assert cfg.model.kind == "" and cfg.train.precision == "bf16"
     assert load_recipe(path, ["scale=null"]).config.scale is None
     assert load_recipe(path).config.scale == 2.0
@@ -208,7 +208,9 @@ def test_cli_train_default_run_dir_and_errors(tmp_path, toy_runner, capsys, monk
     assert "runner: toy_test" in out and "lr: 0.0003" in out and "# summary" in out
     assert yaml.safe_load((tmp_path / "runs/my_stage/config.yaml").read_text())["train"]["lr"] == 3e-4
     assert toy_runner[-1][1] == Path("runs/my_stage") and toy_runner[-1][2] is False
-    assert main(["train", str(path), "--resume"]) == 0 and toy_runner[-1][2] is True
+    assert main(["train", str(path), "--resume"]) == 2  # train.lr would change from 3e-4 to 1e-3
+    assert "train.lr: 0.0003 -> 0.001" in capsys.readouterr().err
+    assert main(["train", str(path), "train.lr=3e-4", "--resume"]) == 0 and toy_runner[-1][2] is True
     assert main(["train", str(path), "train.lrr=1"]) == 2
     assert "rwkv-mm: error: " in capsys.readouterr().err
     assert main(["train", "no/such/recipe"]) == 2

@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from rwkv_mm.errors import check_choice, check_float, check_int
+
 
 @dataclass
 class AugmentConfig:
@@ -34,12 +36,10 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         for name in ("freq_mask", "time_mask", "n_freq_masks", "n_time_masks"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment.{name}={getattr(self, name)}: must be >= 0")
-        if not 0.0 <= self.mixup <= 1.0:
-            raise ValueError(f"augment.mixup={self.mixup}: a probability in [0, 1]")
-        if self.mixup_alpha <= 0:
-            raise ValueError(f"augment.mixup_alpha={self.mixup_alpha}: must be > 0")
+            check_int(self, name, min=0)
+        check_float(self, "mixup", min=0.0, max=1.0)
+        check_float(self, "mixup_alpha", gt=0.0)
+        check_choice(self, "mixup_on", ("waveform", "fbank"))
 
 
 def _band_masks(B: int, size: int, max_width: int, count: int, device,

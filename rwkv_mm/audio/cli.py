@@ -14,12 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from rwkv_mm.cli_types import non_negative_int, positive_int, torch_device
+
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     import torch
 
+    from rwkv_mm.errors import UserError
+
     from .fbank import FbankConfig
-    from .io import AUDIO_EXTENSIONS, AudioLoadError, load_audio
+    from .io import AUDIO_EXTENSIONS, load_audio
     from .stats import StatsAccumulator
 
     source = Path(args.source)
@@ -32,14 +36,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         skipped = 0
         for path in files:
             try:
-                wave = load_audio(path, cfg.sample_rate)
-            except AudioLoadError as err:
+                wave = load_audio(path, cfg.sample_rate, min_samples=cfg.window_size)
+                acc.add(wave[None], names=[str(path)])
+            except UserError as err:  # unreadable, NaN/Inf samples, shorter than a window, overflow
                 print(f"skipped: {err}", file=sys.stderr)
-                skipped += 1
-                continue
-            if wave.shape[0] >= cfg.window_size:
-                acc.add(wave[None])
-            else:
                 skipped += 1
         what = f"{source} ({len(files) - skipped} files, {skipped} skipped)"
     else:
@@ -50,7 +50,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.source, args.overrides)
         cfg_run = recipe.config
         if not hasattr(cfg_run, "features") or not hasattr(cfg_run, "data"):
-            raise ValueError(f"{recipe.source}: runner {recipe.runner!r} has no audio data/features sections")
+            raise UserError(f"runner {recipe.runner!r} has no audio data/features sections", where=str(recipe.source),
+                            fix="pass an audio recipe (see `rwkv-mm ls`) or a folder of clips")
         splits = load_splits(cfg_run.data, cfg_run.features)
         dataset = splits.train if args.split == "train" else splits.eval
         acc = StatsAccumulator(cfg_run.features.fbank(), args.device)
@@ -62,7 +63,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
                 batch.append(sample)
             if len(batch) == 32 or (i == n - 1 and batch):
                 b = collate_clips(batch)
-                acc.add(b["wave"], b["lengths"])
+                acc.add(b["wave"], b["lengths"], [str(dataset.records[int(j)].path) for j in b["index"]])
                 batch = []
         print(dataset.problems.format(f"{args.split} clips left out"))
         what = f"{recipe.source} {args.split} split ({n} clips listed)"
@@ -75,6 +76,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_average(args: argparse.Namespace) -> int:
+    from rwkv_mm.errors import UserError
+
     from .checkpoint import average_checkpoints, step_checkpoints
 
     paths = [Path(p) for p in args.checkpoints]
@@ -87,7 +90,8 @@ def _cmd_average(args: argparse.Namespace) -> int:
     elif args.last > 0:
         paths = paths[-args.last:]
     if len(paths) < 2:
-        raise ValueError(f"need at least two checkpoints to average, got {len(paths)}")
+        raise UserError(f"need at least two checkpoints to average, got {len(paths)}",
+                        fix="name two or more checkpoints, or a --run-dir with snapshots")
     out = Path(args.out) if args.out else Path(args.run_dir or ".") / "model_avg.pt"
     average_checkpoints(paths, out)
     print(f"averaged {len(paths)} checkpoints:")
@@ -100,25 +104,28 @@ def _cmd_average(args: argparse.Namespace) -> int:
 def _cmd_tag(args: argparse.Namespace) -> int:
     import torch
 
+    from rwkv_mm.errors import UserError
+
     from .checkpoint import load_tagger
-    from .io import AudioLoadError
     from .tagger import tag_file
 
     model, features, ckpt = load_tagger(args.checkpoint)
     model.to(args.device)
     failed = 0
-    for file in args.files:
+    for file in args.files:  # a bad file is reported and skipped; the others are still tagged
         try:
             with torch.no_grad():
                 labels = tag_file(file, model, features, ckpt["names"], ckpt["mids"], args.top_k)
-        except AudioLoadError as err:
-            print(f"{file}: error: {err}", file=sys.stderr)
+        except UserError as err:  # AudioLoadError: missing, unreadable, NaN/Inf, too short
+            print(f"rwkv-mm: error: {err}", file=sys.stderr)
             failed += 1
             continue
         print(file)
         for name, mid, p in labels:
             print(f"  {p:6.3f}  {name}  ({mid})")
-    return 1 if failed else 0
+    if failed:
+        print(f"rwkv-mm: {failed} of {len(args.files)} file(s) not tagged", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -140,25 +147,25 @@ def add_audio_parser(sub) -> None:
     s.add_argument("source", help="an audio recipe (name or path) or a folder of audio files")
     s.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.max_train_clips=5000")
     s.add_argument("--split", choices=("train", "eval"), default="train")
-    s.add_argument("--max-clips", type=int, default=0, help="use the first N clips (0 = all)")
+    s.add_argument("--max-clips", type=non_negative_int, default=0, help="use the first N clips (0 = all)")
     s.add_argument("--out", default="fbank_stats.json")
-    s.add_argument("--sample-rate", type=int, default=16000, help="folder source only")
-    s.add_argument("--num-mel-bins", type=int, default=128, help="folder source only")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--sample-rate", type=positive_int, default=16000, help="folder source only")
+    s.add_argument("--num-mel-bins", type=positive_int, default=128, help="folder source only")
+    s.add_argument("--device", type=torch_device, default="cpu")
     s.set_defaults(func=_cmd_stats)
 
     v = asub.add_parser("average", help="average the weights of the last K tagger checkpoints")
     v.add_argument("checkpoints", nargs="*", help="tagger checkpoints (model.pt / step_*.pt), oldest first")
     v.add_argument("--run-dir", default=None, help="take the step_*.pt snapshots of this run")
-    v.add_argument("--last", type=int, default=0, help="average only the last K (0 = all)")
+    v.add_argument("--last", type=non_negative_int, default=0, help="average only the last K (0 = all)")
     v.add_argument("--out", default=None, help="default: <run-dir>/model_avg.pt")
     v.set_defaults(func=_cmd_average)
 
     t = asub.add_parser("tag", help="top-k labels of audio files with a trained tagger")
     t.add_argument("files", nargs="+")
     t.add_argument("--checkpoint", required=True, help="a tagger checkpoint (the runner's model.pt)")
-    t.add_argument("--top-k", type=int, default=5)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--top-k", type=positive_int, default=5, help="labels shown per file (>= 1)")
+    t.add_argument("--device", type=torch_device, default="cpu")
     t.set_defaults(func=_cmd_tag)
 
     g = asub.add_parser("synth", help="generate the synthetic multi-label sound-event set")

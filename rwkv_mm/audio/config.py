@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rwkv_mm.errors import ConfigError, UserError, check_choice, check_float, check_int
+
 from .datasets import AudioTaggingDataset, ClassList, ProblemLog, read_class_labels, read_clip_list
 from .datasets.audioset import index_clip_folders
-from .fbank import FbankConfig
+from .fbank import WINDOWS, FbankConfig
 from .features import AST_MEAN, AST_STD, AudioFeatures, FeatureStats
 from .synth import SynthConfig, build_synth
 
@@ -41,6 +43,15 @@ class AudioDataConfig:
     max_eval_clips: int = 0
     synthetic: SynthConfig | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("class_labels", "train", "eval"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(name, getattr(self, name), "a file path")
+        check_float(self, "min_seconds", min=0.0)
+        check_float(self, "silence_peak", min=0.0)
+        check_int(self, "max_train_clips", min=0)
+        check_int(self, "max_eval_clips", min=0)
+
 
 @dataclass
 class AudioFeaturesConfig:
@@ -62,6 +73,19 @@ class AudioFeaturesConfig:
     norm_mean: float = AST_MEAN
     norm_std: float = AST_STD
     stats: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self, "sample_rate", min=1000)
+        check_int(self, "num_mel_bins", min=4)
+        check_float(self, "frame_length_ms", gt=0.0)
+        check_float(self, "frame_shift_ms", gt=0.0)
+        check_int(self, "target_frames", min=1)
+        check_float(self, "low_freq", min=0.0)
+        check_float(self, "high_freq")
+        check_choice(self, "window", WINDOWS)
+        check_float(self, "norm_mean")
+        check_float(self, "norm_std", gt=0.0)
+        self.fbank()  # the fbank's own checks (window of >= 2 samples, low_freq < high_freq <= Nyquist)
 
     def fbank(self) -> FbankConfig:
         return FbankConfig(sample_rate=self.sample_rate, num_mel_bins=self.num_mel_bins,
@@ -97,6 +121,12 @@ class AudioEvalConfig:
     keep_snapshots: int = 5
     average_last: int = 0
 
+    def __post_init__(self) -> None:
+        check_int(self, "batch_size", min=1)
+        for name in ("every", "max_clips", "snapshot_every", "average_last"):
+            check_int(self, name, min=0)
+        check_int(self, "keep_snapshots", min=1)
+
 
 @dataclass
 class AudioSplits:
@@ -117,7 +147,7 @@ def load_splits(data: AudioDataConfig, features: AudioFeaturesConfig) -> AudioSp
     clip_index = None
     if any(Path(p).suffix.lower() == ".csv" for p in (data.train, data.eval)):
         if not data.clip_dirs:
-            raise ValueError("data.clip_dirs is empty but a segment CSV needs clip folders")
+            raise UserError("data.clip_dirs is empty", fix="a segment CSV needs the folders holding its clips")
         clip_index = index_clip_folders(list(data.clip_dirs))
     out = {}
     for split, path, limit in (("train", data.train, data.max_train_clips), ("eval", data.eval, data.max_eval_clips)):
@@ -126,9 +156,10 @@ def load_splits(data: AudioDataConfig, features: AudioFeaturesConfig) -> AudioSp
         if limit > 0:
             records = records[:limit]
         if not records:
-            raise ValueError(f"data.{split}={path}: no usable clips\n{problems.format()}")
+            raise UserError(f"no usable clips\n{problems.format()}", where=f"data.{split}={path}")
         out[split] = (AudioTaggingDataset(records, len(classes), features.clip_samples(), features.sample_rate,
                                           random_crop=data.random_crop and split == "train",
                                           min_seconds=data.min_seconds, silence_peak=data.silence_peak,
-                                          problems=problems), problems)
+                                          problems=problems, window_samples=features.fbank().window_size),
+                      problems)
     return AudioSplits(classes, out["train"][0], out["eval"][0], out["train"][1], out["eval"][1])

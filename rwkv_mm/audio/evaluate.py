@@ -7,6 +7,8 @@ import contextlib
 import torch
 from torch import nn
 
+from rwkv_mm.errors import UserError
+
 from .datasets import AudioTaggingDataset, collate_clips
 from .features import AudioFeatures
 from .metrics import tagging_metrics
@@ -45,7 +47,8 @@ def score_dataset(model: nn.Module, features: AudioFeatures, dataset: AudioTaggi
         flush()
     model.train(was_training)
     if not scores:
-        raise ValueError(f"no readable evaluation clip among the first {n}\n{dataset.problems.format()}")
+        raise UserError(f"no readable evaluation clip among the first {n}\n{dataset.problems.format()}",
+                        fix="check the eval list and its clips (the report above names the bad ones)")
     return torch.cat(scores), torch.cat(labels)
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rwkv_mm.errors import ConfigError, check_choice, check_float, check_int
+
 from . import fbank_native
 
 #: numeric_limits<float>::epsilon(), Kaldi's floor before the log
@@ -43,13 +45,32 @@ class FbankConfig:
     window: str = "hanning"  # (window-type); Kaldi's default is povey, AST uses hanning
 
     def __post_init__(self) -> None:
-        if self.window not in WINDOWS:
-            raise ValueError(f"FbankConfig.window={self.window!r}: expected one of {WINDOWS}")
-        if self.num_mel_bins < 4:
-            raise ValueError(f"FbankConfig.num_mel_bins={self.num_mel_bins}: need at least 4")
-        if self.window_size < 2 or self.window_shift < 1:
-            raise ValueError(f"FbankConfig: frame_length_ms={self.frame_length_ms} and frame_shift_ms="
-                             f"{self.frame_shift_ms} give {self.window_size}/{self.window_shift} samples")
+        check_int(self, "sample_rate", min=1)
+        check_int(self, "num_mel_bins", min=4)
+        check_float(self, "frame_length_ms", gt=0.0)
+        check_float(self, "frame_shift_ms", gt=0.0)
+        check_float(self, "low_freq", min=0.0)
+        check_float(self, "high_freq")
+        check_float(self, "preemphasis", min=0.0, max=1.0)
+        check_choice(self, "remove_dc_offset", (True, False))
+        check_choice(self, "window", WINDOWS)
+        if self.window_size < 2:
+            raise ConfigError("frame_length_ms", self.frame_length_ms,
+                              f"a frame of at least 2 samples at {self.sample_rate} Hz")
+        if self.window_shift < 1:
+            raise ConfigError("frame_shift_ms", self.frame_shift_ms,
+                              f"a shift of at least 1 sample at {self.sample_rate} Hz")
+        nyquist = self.sample_rate / 2
+        if not 0 < self.high_hz <= nyquist:
+            raise ConfigError("high_freq", self.high_freq, f"a frequency in (0, {nyquist}] Hz (Nyquist), or an "
+                                                           "offset <= 0 from Nyquist")
+        if self.low_freq >= self.high_hz:
+            raise ConfigError("low_freq", self.low_freq, f"below the upper filter edge ({self.high_hz} Hz)")
+
+    @property
+    def high_hz(self) -> float:
+        """The upper edge of the filters in Hz (`high_freq` <= 0 is an offset from Nyquist)."""
+        return self.high_freq if self.high_freq > 0 else self.sample_rate / 2 + self.high_freq
 
     @property
     def window_size(self) -> int:
@@ -87,11 +108,7 @@ def kaldi_mel_banks(cfg: FbankConfig) -> torch.Tensor:
     filters hold weights ~1e-3 that come from differences of nearby mel values, and matching
     the reference's rounding of those keeps near-silent bins within 1e-3 in the log domain.
     """
-    nyquist = cfg.sample_rate / 2
-    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
-    if not 0 <= cfg.low_freq < high <= nyquist:
-        raise ValueError(f"FbankConfig: need 0 <= low_freq ({cfg.low_freq}) < high_freq ({high}) "
-                         f"<= Nyquist ({nyquist})")
+    high = cfg.high_hz  # FbankConfig checked 0 <= low_freq < high <= Nyquist
     f32 = torch.float32
     lo = 1127.0 * math.log(1.0 + cfg.low_freq / 700.0)
     hi = 1127.0 * math.log(1.0 + high / 700.0)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.errors import UserError
 
 from .fbank import FbankConfig, KaldiFbank
 
@@ -31,10 +35,13 @@ class FeatureStats:
     source: str = "AST AudioSet defaults"
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        return path
+        """Write the stats as JSON (atomically); non-finite values are refused, never written."""
+        for key in ("mean", "std"):
+            if not math.isfinite(getattr(self, key)):
+                raise UserError(f"fbank statistics {key}={getattr(self, key)} are not finite; nothing written",
+                                where=str(path), fix=f"check the clips of {self.source}")
+        text = json.dumps(asdict(self), indent=2, allow_nan=False) + "\n"
+        return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStats":
@@ -45,13 +52,16 @@ class FeatureStats:
         except FileNotFoundError:
             raise FileNotFoundError(f"feature stats file not found: {path} "
                                     "(write one with `rwkv-mm audio stats`)") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"not valid JSON ({err})", where=str(path)) from None
+        if not isinstance(data, dict):
+            raise UserError("expected a JSON object with 'mean' and 'std'", where=str(path))
         for key in ("mean", "std"):
-            if not isinstance(data.get(key), (int, float)):
-                raise ValueError(f"{path}: key '{key}' must be a number, got {data.get(key)!r}")
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"key '{key}' must be a finite number, got {value!r}", where=str(path))
         if data["std"] <= 0:
-            raise ValueError(f"{path}: std must be positive, got {data['std']}")
+            raise UserError(f"std must be positive, got {data['std']}", where=str(path))
         known = {k: data[k] for k in ("mean", "std", "n_clips", "n_frames", "source") if k in data}
         return cls(**known)
 

@@ -30,6 +30,7 @@ Vision-RWKV's channel-mix ratio (the LM backbone uses 3.5D).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ from rwkv_mm.backbone.gold import decompress_keys
 from rwkv_mm.backbone.goldfinch_init import init_goldfinch_
 from rwkv_mm.backbone.init import init_rwkv_
 from rwkv_mm.backbone.linear import Linear
+from rwkv_mm.errors import ConfigError, UserError, check_choice, check_float, check_int
 
 from .encoder import AudioBlock, AudioGoldBlock, PatchEmbed
 
@@ -90,6 +92,46 @@ class AudioRWKVConfig:
     tm_lora_rank: int = 0
     decay_lora_rank: int = 0
 
+    def __post_init__(self) -> None:
+        check_int(self, "n_layer", min=1)
+        check_int(self, "head_size", min=4)
+        if self.head_size % 4:
+            raise ConfigError("head_size", self.head_size, "a multiple of 4")
+        check_int(self, "n_embd", min=self.head_size)
+        if self.n_embd % self.head_size:
+            raise ConfigError("n_embd", self.n_embd, f"a multiple of head_size ({self.head_size})")
+        check_int(self, "dim_ffn", min=0)
+        for name in ("patch", "stride"):
+            value = getattr(self, name)
+            if (not isinstance(value, (tuple, list)) or len(value) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+                raise ConfigError(name, value, "two ints >= 1 (time frames, mel bins)")
+        check_int(self, "shift_distance", min=1)
+        check_float(self, "shift_gamma", gt=0.0, max=0.25)  # four groups of γ·C channels
+        check_float(self, "drop_path", min=0.0, lt=1.0)
+        check_choice(self, "pool", ("mean", "max", "mean+max"))
+        for name in ("num_classes", "num_mel_bins", "target_frames"):
+            check_int(self, name, min=1, optional=True)
+        for name in ("tm_lora_rank", "decay_lora_rank"):
+            check_int(self, name, min=0)
+        if self.target_frames is not None and self.num_mel_bins is not None:
+            if self.target_frames < self.patch[0] or self.num_mel_bins < self.patch[1]:
+                raise ConfigError("patch", self.patch, f"at most the input ({self.target_frames} frames, "
+                                                       f"{self.num_mel_bins} mel bins)")
+        self._check_backbone()
+
+    def _check_backbone(self) -> None:
+        """The backbone's own checks (version names, GoldFinch's layer count, ...), reported
+        under this section's key."""
+        try:
+            self.backbone_config()
+        except ConfigError:
+            raise
+        except ValueError as err:  # "RWKVConfig.<field>=...: ..." from the backbone config
+            match = re.match(r"RWKVConfig\.(\w+)", str(err))
+            key = match.group(1) if match and hasattr(self, match.group(1)) else "version"
+            raise ConfigError(key, getattr(self, key), f"a valid backbone setting ({err})") from None
+
     def backbone_config(self) -> RWKVConfig:
         """The backbone config the blocks are built from (vocab unused: 1)."""
         return RWKVConfig(version=self.version, n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=1,
@@ -106,7 +148,7 @@ class AudioRWKVConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown AudioRWKVConfig keys {unknown}; valid keys: {sorted(known)}")
+            raise UserError(f"unknown AudioRWKVConfig keys {unknown}", fix=f"valid keys: {sorted(known)}")
         values = dict(values)
         for key in ("patch", "stride"):
             if key in values:
@@ -118,7 +160,7 @@ class AudioRWKVConfig:
         """AudioRWKV-T or -S ("T"/"S"), with overrides."""
         key = name.upper().removeprefix("AUDIORWKV-")
         if key not in PRESETS:
-            raise ValueError(f"unknown AudioRWKV preset {name!r}; known: {sorted(PRESETS)}")
+            raise UserError(f"unknown AudioRWKV preset {name!r}", fix=f"known: {sorted(PRESETS)}")
         return cls(**{**PRESETS[key], **overrides})
 
 
@@ -133,8 +175,6 @@ class AudioRWKV(nn.Module):
         for key in ("num_classes", "num_mel_bins", "target_frames"):
             if getattr(config, key) is None:
                 raise ValueError(f"AudioRWKVConfig.{key} is not set (the runner sets it from the data)")
-        if config.pool not in ("mean", "max", "mean+max"):
-            raise ValueError(f"AudioRWKVConfig.pool={config.pool!r}: expected mean, max or mean+max")
         self.config = config
         bb = config.backbone_config()
         D, L = bb.n_embd, bb.n_layer

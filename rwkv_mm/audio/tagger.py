@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from rwkv_mm.errors import UserError
+
 from .features import AudioFeatures
 from .io import load_audio
 from .model import AudioRWKV
@@ -37,13 +39,23 @@ def tag_waveform(model: AudioRWKV, features: AudioFeatures, wave: torch.Tensor,
 
 
 def top_labels(probs: torch.Tensor, names: list[str], mids: list[str], k: int = 5) -> list[tuple[str, str, float]]:
-    """The k best (name, mid, probability), best first."""
+    """The k best (name, mid, probability), best first (k >= 1; all classes when k is larger)."""
+    if k < 1:
+        raise ValueError(f"top_labels: k={k}, expected >= 1")
     values, idx = probs.topk(min(k, probs.numel()))
     return [(names[i], mids[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
 
 
 def tag_file(path: str | Path, model: AudioRWKV, features: AudioFeatures, names: list[str],
              mids: list[str], k: int = 5) -> list[tuple[str, str, float]]:
-    """Top-k labels of an audio file (any sample rate and channel count)."""
-    wave = load_audio(path, features.cfg.sample_rate)
-    return top_labels(tag_waveform(model, features, wave), names, mids, k)
+    """Top-k labels of an audio file (any sample rate and channel count).
+
+    Raises AudioLoadError naming the file when it is unreadable, holds NaN/Inf samples or is
+    shorter than one fbank window; UserError when the tagger's scores are not finite."""
+    wave = load_audio(path, features.cfg.sample_rate, min_samples=features.cfg.window_size)
+    probs = tag_waveform(model, features, wave)  # [C]
+    if not bool(torch.isfinite(probs).all()):
+        raise UserError("the tagger gave non-finite scores", where=str(path),
+                        fix="check the clip's sample values (huge amplitudes overflow the fbank) "
+                            "and that the checkpoint's weights are finite")
+    return top_labels(probs, names, mids, k)

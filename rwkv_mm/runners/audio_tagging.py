@@ -28,6 +28,7 @@ from torch import nn
 from rwkv_mm.audio.augment import AugmentConfig, mixup, spec_augment
 from rwkv_mm.audio.config import AudioDataConfig, AudioEvalConfig, AudioFeaturesConfig
 from rwkv_mm.audio.model import AudioRWKVConfig
+from rwkv_mm.errors import ConfigError
 from rwkv_mm.runners import register_runner
 from rwkv_mm.training.config import TrainConfig
 
@@ -75,8 +76,11 @@ def resolve_model_config(cfg: AudioRunConfig, num_classes: int) -> AudioRWKVConf
     for key, value in derived.items():
         given = getattr(cfg.model, key)
         if given is not None and given != value:
-            raise ValueError(f"model.{key}={given} disagrees with the data/features ({value}); leave it unset")
-    return dataclasses.replace(cfg.model, **derived)
+            raise ConfigError(f"model.{key}", given, f"unset (it disagrees with the data/features: {value})")
+    try:
+        return dataclasses.replace(cfg.model, **derived)  # checks the patch against the input size
+    except ConfigError as err:
+        raise err.prefixed("model") from None
 
 
 def _snapshot_hook(cfg: AudioRunConfig, run_dir: Path, save: callable, evaluate: callable):
@@ -136,9 +140,7 @@ def run(cfg: AudioRunConfig, run_dir: Path, resume: bool = False) -> dict:
         return save_tagger(path, model, features, mids, names, step, state_dict)
 
     history: list[tuple[int, float]] = []
-    map_log = run_dir / "map.jsonl"
-    if not resume and map_log.exists():
-        map_log.unlink()
+    map_log = run_dir / "map.jsonl"  # emptied on a fresh start, cut back on resume: trainer.step_logs
 
     def evaluate(step: int, max_clips: int) -> dict:
         metrics = evaluate_tagger(model, features, splits.eval, names, cfg.eval.batch_size, max_clips)
@@ -151,6 +153,7 @@ def run(cfg: AudioRunConfig, run_dir: Path, resume: bool = False) -> dict:
 
     trainer = Trainer(model, cfg.train, run_dir, train_set, collate_clips, eval_set=splits.eval,
                       loss_fn=TaggingLoss(features, cfg.augment))
+    trainer.step_logs.append(map_log)
     summary = trainer.fit(resume=resume, on_step=_snapshot_hook(cfg, run_dir, save, evaluate))
     full_state = trainer.full_model_state_dict() if trainer.sharded else None  # collective
     if trainer.rank != 0:

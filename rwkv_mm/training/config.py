@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rwkv_mm.errors import ConfigError, check_choice, check_float, check_int
+
+PRECISIONS = ("auto", "bf16", "fp32")
+STRATEGIES = ("ddp", "fsdp")
+
 
 @dataclass
 class TrainConfig:
@@ -24,12 +29,17 @@ class TrainConfig:
         freeze: fnmatch patterns of parameter names to freeze (e.g. "emb.*").
         train_only: when non-empty, only parameters matching one of these patterns train.
         l2wrap: RWKV-LM's L2Wrap loss term that keeps the largest logits bounded.
-        eval_every, eval_batches: periodic validation (0 = never).
+        eval_every, eval_batches: periodic validation (eval_every 0 = never).
         save_every: checkpoint interval in steps (the last step is always saved).
         log_every: progress/metrics interval in steps.
         seed: seeds model init, data order and dropout.
         strategy: under torchrun, "ddp" (replicated weights) or "fsdp" (FSDP2: parameters,
             gradients and optimizer state sharded over processes, for models that don't fit).
+        skip_nonfinite: how many steps with a non-finite loss or gradient norm to tolerate (their
+            optimizer step is skipped and logged); one more stops training with an error.
+
+    Every field is checked on construction (`ConfigError` naming the field; the recipe reader
+    adds the dotted key and the file).
     """
 
     max_steps: int = 1000
@@ -53,3 +63,38 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     strategy: str = "ddp"
+    skip_nonfinite: int = 0
+
+    def __post_init__(self) -> None:
+        check_int(self, "max_steps", min=1)
+        check_int(self, "batch_size", min=1)
+        check_int(self, "micro_batch_size", min=0, max=self.batch_size)
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError("micro_batch_size", self.micro_batch_size,
+                              f"a divisor of batch_size ({self.batch_size})")
+        check_float(self, "lr", gt=0)
+        check_float(self, "lr_final", min=0)
+        check_int(self, "warmup_steps", min=0)
+        check_float(self, "weight_decay", min=0)
+        check_float(self, "decay_lr_scale", min=0)
+        betas = self.betas
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                        for b in betas)):
+            raise ConfigError("betas", betas, "two numbers in [0, 1)")
+        check_float(self, "adam_eps", gt=0)
+        check_float(self, "grad_clip", min=0)
+        check_choice(self, "precision", PRECISIONS)
+        for name in ("freeze", "train_only"):
+            patterns = getattr(self, name)
+            if not (isinstance(patterns, (list, tuple)) and all(isinstance(p, str) and p for p in patterns)):
+                raise ConfigError(name, patterns, "a list of parameter-name patterns")
+        if not isinstance(self.l2wrap, bool):
+            raise ConfigError("l2wrap", self.l2wrap, "true or false")
+        check_int(self, "eval_every", min=0)
+        check_int(self, "eval_batches", min=1)
+        check_int(self, "save_every", min=0)
+        check_int(self, "log_every", min=1)
+        check_int(self, "seed", min=0)
+        check_choice(self, "strategy", STRATEGIES)
+        check_int(self, "skip_nonfinite", min=0)

@@ -1,17 +1,46 @@
-"""Loss-curve PNG from a run's metrics.jsonl."""
+"""Loss-curve PNG from a run's metrics.jsonl, and reading such JSONL logs back."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.errors import UserError
+
+
+def read_jsonl(path: str | Path) -> tuple[list[tuple[str, dict]], str | None]:
+    """The (line, record) pairs of a JSONL log, and the text of a last line that is not a whole
+    JSON object (a write cut short by a kill; None when there is none). A bad line before the
+    last is a `UserError` naming the file and line: that is not a torn write."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rows: list[tuple[str, dict]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if number == len(lines):
+                return rows, line
+            raise UserError(f"line {number} is not a JSON object ({line[:60]!r})", where=str(path),
+                            fix="repair or remove that line") from None
+        rows.append((line, record))
+    return rows, None
+
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl file (missing file → empty list)."""
+    """The records of a metrics.jsonl file (missing file → empty list; a torn last line is left
+    out)."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in read_jsonl(path)[0]]
 
 
 def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
@@ -37,9 +66,7 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out_path = Path(out_path)
-    tmp = out_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return out_path
+    try:
+        return atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,13 +23,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from rwkv_mm.backbone.files import atomic_write
 from rwkv_mm.backbone.optim import param_groups
+from rwkv_mm.errors import UserError
 
 from .checkpoint import atomic_torch_save, load_training_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data_order import DataPosition, EpochOrder, shard
 from .l2wrap import l2wrap
-from .plot import plot_metrics
+from .plot import plot_metrics, read_jsonl
+from .run_dir import confirm_resumed, warn
 from .schedule import lr_at
 
 IGNORE_INDEX = -100
@@ -53,8 +57,9 @@ def apply_freezing(model: nn.Module, freeze: Sequence[str], train_only: Sequence
     names = [n for n, _ in model.named_parameters()]
     for pattern in (*freeze, *train_only):
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            raise ValueError(f"freeze/train_only pattern {pattern!r} matches no parameter; "
-                             f"names look like {names[:4]}")
+            raise UserError(f"freeze/train_only pattern {pattern!r} matches no parameter",
+                            where="train.freeze/train.train_only",
+                            fix=f"parameter names look like {', '.join(names[:4])}")
     counts = {"trainable": 0, "frozen": 0}
     for name, p in model.named_parameters():
         train = (not train_only or any(fnmatch.fnmatchcase(name, pat) for pat in train_only))
@@ -124,16 +129,16 @@ class Trainer:
         self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}"
                                               if torch.cuda.is_available() else "cpu"))
         micro = cfg.micro_batch_size or cfg.batch_size // self.world
-        if cfg.batch_size % (micro * self.world):
-            raise ValueError(f"train.batch_size={cfg.batch_size} must be a multiple of "
-                             f"micro_batch_size ({micro}) × processes ({self.world})")
+        if micro < 1 or cfg.batch_size % (micro * self.world):
+            raise UserError(f"train.batch_size={cfg.batch_size} must be a multiple of "
+                            f"micro_batch_size ({micro or cfg.micro_batch_size}) × processes ({self.world})",
+                            where="train.batch_size", fix="change train.batch_size or train.micro_batch_size")
         self.micro_batch = micro
         self.model = model.to(self.device)
         self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
         if self.param_counts["trainable"] == 0:
-            raise ValueError("nothing to train: every parameter is frozen (check train.freeze/train_only)")
-        if cfg.strategy not in ("ddp", "fsdp"):
-            raise ValueError(f"train.strategy={cfg.strategy!r}: expected ddp or fsdp")
+            raise UserError("nothing to train: every parameter is frozen",
+                            where="train.freeze/train.train_only", fix="check the patterns")
         self.wrapped = model
         self.sharded = self.distributed and self.world > 1 and cfg.strategy == "fsdp"
         if self.sharded:  # FSDP2: each block's parameters sharded over processes, then the rest
@@ -149,13 +154,15 @@ class Trainer:
             lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
         self.order = EpochOrder(len(train_set), cfg.seed)
         self.step = 0
+        self.skipped_steps = 0  # steps whose loss or gradient norm was not finite (train.skip_nonfinite)
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
-        if cfg.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"train.precision={cfg.precision!r}: expected auto, bf16 or fp32")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 \
             else contextlib.nullcontext
         self.checkpoint_path = self.run_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        # JSONL logs keyed by "step": cut back to the checkpoint on resume, emptied on a fresh start
+        # (a runner adds its own, e.g. the audio runner's map.jsonl).
+        self.step_logs: list[Path] = [self.metrics_path]
 
     # ----------------------------------------------------------------------------- checkpoints
     def full_model_state_dict(self) -> dict[str, torch.Tensor]:
@@ -174,8 +181,17 @@ class Trainer:
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def save_checkpoint(self) -> None:
-        """Write model, optimizer, step, data position and RNG states (rank 0, atomically)."""
+        """Write model, optimizer, step, data position and RNG states (rank 0, atomically).
+
+        Weights that are not finite are never written: a `UserError` naming the step instead."""
         model_sd, optim_sd = self.full_model_state_dict(), self._optimizer_state_dict()
+        bad = [name for name, t in model_sd.items()
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        flag = self._all_reduce(torch.tensor(float(bool(bad)), device=self.device))
+        if float(flag) > 0:  # every process stops (under FSDP only rank 0 sees the weights)
+            raise UserError(f"non-finite weights after step {self.step} ({', '.join(bad[:3]) or 'on rank 0'}); "
+                            "the checkpoint was not written", where=str(self.run_dir),
+                            fix="lower train.lr or check the init_from weights")
         if self.rank != 0:
             return
         atomic_torch_save({
@@ -183,6 +199,7 @@ class Trainer:
             "optimizer": optim_sd,
             "strategy": "fsdp" if self.sharded else "plain",
             "step": self.step,
+            "skipped_steps": self.skipped_steps,
             "data": dataclasses.asdict(self.order.position),
             "rng": rng_state(),
             "train_config": dataclasses.asdict(self.cfg),
@@ -192,8 +209,8 @@ class Trainer:
         """Restore everything `save_checkpoint` wrote; training then continues exactly."""
         ckpt = load_training_checkpoint(Path(path) if path else self.checkpoint_path)
         if ckpt.get("strategy", "plain") != ("fsdp" if self.sharded else "plain"):
-            raise ValueError(f"{self.checkpoint_path}: written with strategy {ckpt.get('strategy', 'plain')!r}; "
-                             "resume with the same train.strategy")
+            raise UserError(f"the checkpoint was written with strategy {ckpt.get('strategy', 'plain')!r}",
+                            where=str(path or self.checkpoint_path), fix="resume with the same train.strategy")
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -201,9 +218,16 @@ class Trainer:
             set_model_state_dict(self.model, ckpt["model"], options=options)
             set_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"], options=options)
         else:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+            try:
+                self.model.load_state_dict(ckpt["model"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as err:  # other shapes, names or groups
+                detail = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                raise UserError(f"the checkpoint does not fit this model ({detail[:300]})",
+                                where=str(path or self.checkpoint_path),
+                                fix="resume with the settings the run was started with (its config.yaml)") from None
         self.step = int(ckpt["step"])
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         self.order.position = DataPosition(**ckpt["data"])
         set_rng_state(ckpt["rng"])
 
@@ -213,8 +237,14 @@ class Trainer:
             dist.all_reduce(x)
         return x
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step over a global batch. Returns loss (token-weighted mean) and lr."""
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over a global batch. Returns loss (token-weighted mean), lr,
+        gradient norm and tokens.
+
+        A non-finite loss or gradient norm skips the optimizer step (the returned record has a
+        `skipped` reason) while fewer than `train.skip_nonfinite` steps were skipped; otherwise
+        it is a `UserError` naming the step. Every process takes the same decision (the loss is
+        all-reduced and the gradients are synchronised)."""
         cfg = self.cfg
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
@@ -246,15 +276,28 @@ class Trainer:
                     scaled = l2wrap(scaled, logits, max(int(n_positions) // self.world, 1))
                 scaled.backward()
             loss_total += loss_sum.detach().double()
-        grad_norm = float("nan")
-        if cfg.grad_clip > 0:
-            trainable = [p for p in self.model.parameters() if p.requires_grad]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip))
-        self.optimizer.step()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # max_norm inf (grad_clip 0) only measures: the gradients are multiplied by exactly 1.
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0
+                                                         else float("inf")))
+        loss = float(self._all_reduce(loss_total) / n_tokens)
+        record: dict[str, Any] = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": float(n_tokens)}
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            reason = f"non-finite {what} (loss {loss}, gradient norm {grad_norm})"
+            if self.skipped_steps >= cfg.skip_nonfinite:
+                allowed = f" after {self.skipped_steps} skipped step(s)" if cfg.skip_nonfinite else ""
+                raise UserError(f"training stopped at step {self.step + 1}: {reason}{allowed}; no checkpoint "
+                                "was written with these weights", where=str(self.run_dir),
+                                fix="lower train.lr, check the data and the init_from weights, or set "
+                                    "train.skip_nonfinite=N to skip up to N such steps")
+            self.skipped_steps += 1
+            record["skipped"] = reason
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        loss = float(self._all_reduce(loss_total) / n_tokens)
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": float(n_tokens)}
+        return record
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -272,7 +315,9 @@ class Trainer:
                 loss_sum, n_tok, _ = self.loss_fn(self.model, batch)
             total += loss_sum.double()
             count += n_tok
-        return float(total / count.clamp(min=1))
+        if float(count) == 0:  # no target tokens: there is no loss to report (not 0.0)
+            return None
+        return float(total / count)
 
     # ----------------------------------------------------------------------------- loop
     def _log(self, record: dict[str, Any]) -> None:
@@ -280,13 +325,27 @@ class Trainer:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _truncate_metrics(self) -> None:
-        """On resume, drop metric lines written after the checkpoint (they will be redone)."""
-        if self.rank != 0 or not self.metrics_path.exists():
+    def _truncate_step_logs(self) -> None:
+        """On resume, drop the log lines written after the checkpoint (those steps will be redone)
+        and a last line that a kill cut short (with a warning naming the file)."""
+        if self.rank != 0:
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        for path in self.step_logs:
+            if not path.exists():
+                continue
+            rows, torn = read_jsonl(path)
+            if torn is not None:
+                warn(f"cutting a torn last line from {path}: {torn[:60]!r}")
+            kept = [line for line, record in rows if record.get("step", 0) <= self.step]
+            if torn is not None or len(kept) != len(rows):
+                text = "".join(line + "\n" for line in kept)
+                atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
+
+    def _reset_step_logs(self) -> None:
+        """A fresh run starts its logs anew."""
+        if self.rank == 0:
+            for path in self.step_logs:
+                path.unlink(missing_ok=True)
 
     def fit(self, resume: bool = False,
             on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> dict[str, Any]:
@@ -299,43 +358,53 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.load_checkpoint()
-            self._truncate_metrics()
-        elif self.rank == 0 and self.metrics_path.exists():
-            self.metrics_path.unlink()
+            self._truncate_step_logs()
+            if self.rank == 0:
+                confirm_resumed(self.run_dir)  # the run folder may now take the new config.yaml
+                if self.step >= cfg.max_steps:
+                    warn(f"{self.checkpoint_path} is at step {self.step}, train.max_steps={cfg.max_steps}: "
+                         "nothing left to train (raise train.max_steps to go on)")
+        else:
+            self._reset_step_logs()
         if not resume:  # a resumed run restores every RNG state from the checkpoint instead
             torch.manual_seed(cfg.seed)
         start_time, last = time.perf_counter(), {}
         window_tokens, window_start = 0.0, time.perf_counter()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
-                   desc=f"train {self.run_dir.name}", unit="step")
         val_loss = None
-        while self.step < cfg.max_steps:
-            last = self.train_step()
-            window_tokens += last["tokens"]
-            if on_step:
-                on_step(self, last)
-            done = self.step == cfg.max_steps
-            if self.step % max(cfg.log_every, 1) == 0 or done:
-                now = time.perf_counter()
-                tok_s = window_tokens / max(now - window_start, 1e-9)
-                window_tokens, window_start = 0.0, now
-                self._log({"step": self.step, "loss": last["loss"], "lr": last["lr"],
-                           "grad_norm": last["grad_norm"], "tokens_per_s": tok_s,
-                           "elapsed_s": now - start_time})
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:.0f}")
-            if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or done):
-                val_loss = self.evaluate()
-                if val_loss is not None:
-                    self._log({"step": self.step, "val_loss": val_loss})
+        with tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
+                  desc=f"train {self.run_dir.name}", unit="step") as bar:  # closed (a newline) on errors too
+            while self.step < cfg.max_steps:
+                last = self.train_step()
+                window_tokens += last["tokens"]
+                if on_step:
+                    on_step(self, last)
+                done = self.step == cfg.max_steps
+                if "skipped" in last:
+                    self._log({"step": self.step, "skipped": last["skipped"], "lr": last["lr"]})
                     if self.rank == 0:
-                        bar.write(f"step {self.step}: val_loss {val_loss:.4f}")
-            if (cfg.save_every > 0 and self.step % cfg.save_every == 0) or done:
-                self.save_checkpoint()
-                if self.rank == 0:
-                    plot_metrics(self.metrics_path, self.run_dir / "loss.png")
-            bar.update(1)
-        bar.close()
-        return {"steps": self.step, "train_loss": last.get("loss"), "val_loss": val_loss,
+                        bar.write(f"step {self.step}: skipped, {last['skipped']} "
+                                  f"({self.skipped_steps} of train.skip_nonfinite={cfg.skip_nonfinite})")
+                elif self.step % cfg.log_every == 0 or done:
+                    now = time.perf_counter()
+                    tok_s = window_tokens / max(now - window_start, 1e-9)
+                    window_tokens, window_start = 0.0, now
+                    self._log({"step": self.step, "loss": last["loss"], "lr": last["lr"],
+                               "grad_norm": last["grad_norm"], "tokens_per_s": tok_s,
+                               "elapsed_s": now - start_time})
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:.0f}")
+                if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or done):
+                    val_loss = self.evaluate()
+                    if val_loss is not None:
+                        self._log({"step": self.step, "val_loss": val_loss})
+                        if self.rank == 0:
+                            bar.write(f"step {self.step}: val_loss {val_loss:.4f}")
+                if (cfg.save_every > 0 and self.step % cfg.save_every == 0) or done:
+                    self.save_checkpoint()
+                    if self.rank == 0:
+                        plot_metrics(self.metrics_path, self.run_dir / "loss.png")
+                bar.update(1)
+        return {"steps": self.step, "skipped_steps": self.skipped_steps,
+                "train_loss": last.get("loss"), "val_loss": val_loss,
                 "wall_s": round(time.perf_counter() - start_time, 2),
                 "checkpoint": str(self.checkpoint_path), "metrics": str(self.metrics_path),
                 "plot": str(self.run_dir / "loss.png")}

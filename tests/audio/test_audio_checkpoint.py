@@ -85,7 +85,7 @@ def test_average_and_tag_commands(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("clip.wav") and len(lines) == 3 and "(/m/" in lines[1]
     (tmp_path / "bad.wav").write_bytes(b"nope")
-    assert audio_cli("tag", str(tmp_path / "bad.wav"), "--checkpoint", str(tmp_path / "model_avg.pt")) == 1
+    assert audio_cli("tag", str(tmp_path / "bad.wav"), "--checkpoint", str(tmp_path / "model_avg.pt")) == 2
 
 
 def test_windows_cover_the_clip():

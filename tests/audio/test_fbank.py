@@ -54,6 +54,41 @@ def test_batched_matches_torchaudio_per_clip(cfg, native):
         assert diff <= TOL, f"signal {i}: max diff {diff}"
 
 
+def voice(n: int, seed: int = 0) -> torch.Tensor:
+    """[n] at 16 kHz, a recording-like signal: a voiced sound (f0 140 ± 20 Hz, 39 harmonics under a
+    formant near 700 Hz, syllable-rate envelope), a little noise, a DC offset and a slow drift."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n, dtype=torch.float64) / 16000
+    phase = 2 * math.pi * torch.cumsum(140 + 20 * torch.sin(2 * math.pi * 3 * t), 0) / 16000
+    harmonics = sum((0.6 / k) * torch.sin(k * phase) * math.exp(-((k * 140 - 700) / 900) ** 2) for k in range(1, 40))
+    envelope = 0.5 + 0.5 * torch.sin(2 * math.pi * 4 * t).clamp(min=0)
+    drift = 0.05 + 0.02 * torch.sin(2 * math.pi * 0.7 * t)
+    return (0.3 * envelope * harmonics + 0.01 * torch.randn(n, generator=g, dtype=torch.float64) + drift).float()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_default_features_are_asts_literal_fbank_call(native):
+    """The defaults themselves (pre-emphasis 0.97, per-frame DC removal, hanning, 20 Hz .. Nyquist,
+    25/10 ms, 128 bins) against AST's own call (YuanGongND/ast src/dataloader.py, `_wav2fbank`:
+    the clip's mean removed, then the fbank with these literal arguments). The other tests hand
+    the same FbankConfig to both sides, so only this one sees a changed default."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    from rwkv_mm.audio.config import AudioFeaturesConfig
+
+    if native:
+        require_native()
+    wave = voice(2 * 16000 + 77)
+    ast = kaldi.fbank((wave - wave.mean())[None], htk_compat=True, sample_frequency=16000, use_energy=False,
+                      window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    for fbank in (KaldiFbank(native=native), AudioFeaturesConfig().build().fbank):
+        fbank.native = native
+        out = fbank(wave)
+        assert out.shape == ast.shape == (198, 128)
+        diff = (out - ast).abs().max().item()
+        assert diff <= TOL, f"max diff {diff}"
+
+
 def test_ten_second_clip_shape_and_ast_frame_count():
     cfg = FbankConfig()
     wave = signals(160000)[0]
@@ -93,6 +128,10 @@ def test_errors_name_the_problem():
         fb(torch.zeros(1, 2, 1000))
     with pytest.raises(ValueError, match="window"):
         FbankConfig(window="kaiser")
+    with pytest.raises(ValueError, match="low_freq=9000"):
+        FbankConfig(low_freq=9000)
+    with pytest.raises(ValueError, match="preemphasis=nan"):
+        FbankConfig(preemphasis=float("nan"))
 
 
 def test_autocast_does_not_lower_precision():

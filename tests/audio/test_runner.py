@@ -83,7 +83,7 @@ def test_shipped_recipes_load(name):
 
 
 def test_model_sizes_set_by_data_must_agree(tmp_path):
-    with pytest.raises(ValueError, match="model.num_mel_bins=64 disagrees"):
+    with pytest.raises(ValueError, match="model.num_mel_bins=64: expected unset .it disagrees"):
         from rwkv_mm.runners.audio_tagging import resolve_model_config
 
         cfg = load_recipe("audio/synth_tiny", ["model.num_mel_bins=64", "features.num_mel_bins=32"]).config

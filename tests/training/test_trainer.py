@@ -10,35 +10,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from rwkv_mm.backbone import RWKV, GoldFinch, RWKVConfig, build_backbone
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.l2wrap import l2wrap
 from rwkv_mm.training.schedule import lr_at
-from rwkv_mm.training.trainer import IGNORE_INDEX, Trainer, fsdp_units
+from rwkv_mm.training.trainer import Trainer, fsdp_units
 from rwkv_test_utils import gloo_process_group, single_threaded
-
-
-def make_model(seed: int = 0, version: str = "6") -> RWKV | GoldFinch:
-    """Finch L1 D32, or GoldFinch L2 D32 (1 Finch-C2 + 1 GOLD layer)."""
-    torch.manual_seed(seed)
-    n_layer = 2 if version == "goldfinch" else 1
-    return build_backbone(RWKVConfig(version=version, n_layer=n_layer, n_embd=32, vocab_size=40,
-                                     head_size=16))
-
-
-def make_dataset(n: int = 24, T: int = 12, seed: int = 1) -> list[dict]:
-    g = torch.Generator().manual_seed(seed)
-    data = []
-    for i in range(n):
-        seq = torch.randint(4, 40, (T + 1,), generator=g)
-        targets = seq[1:].clone()
-        targets[: i % 3] = IGNORE_INDEX  # varying numbers of target tokens per sample
-        data.append({"input_ids": seq[:-1], "targets": targets})
-    return data
-
-
-def collate(samples: list[dict]) -> dict:
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+from training.toy_run import collate, make_dataset, make_model
 
 
 def config(**kw) -> TrainConfig:
@@ -114,8 +91,8 @@ def test_freezing_by_patterns(tmp_path):
 
 
 def test_bad_batch_split_is_rejected(tmp_path):
-    with pytest.raises(ValueError, match="multiple of"):
-        Trainer(make_model(), config(batch_size=5, micro_batch_size=2), tmp_path, make_dataset(), collate)
+    with pytest.raises(ValueError, match="micro_batch_size=2: expected a divisor of batch_size"):
+        config(batch_size=5, micro_batch_size=2)
 
 
 def test_schedule_warmup_then_cosine_to_floor():

@@ -11,16 +11,20 @@ Files read:
   too; `labels` may be a list); relative paths are relative to the manifest's folder.
 
 Bad clips never stop a run. Lines that cannot be parsed, unknown mids, clips without a known
-label and files that are missing are dropped when the list is built; unreadable, silent or
-too-short files are found when first loaded, remembered, and replaced by the next good clip
+label and files that are missing are dropped when the list is built; unreadable files, files
+with NaN/Inf samples, silent ones and ones too short (under `min_seconds`, and always under one
+fbank window) are found when first loaded, remembered, and replaced by the next good clip
 (training) or skipped (evaluation). Every case is counted by reason in a `ProblemLog` with a
-few examples naming the file and line.
+few examples naming the file and line. A broken class list or clip list itself (bad header,
+invalid JSON, ...) is a `UserError` naming the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,10 +33,13 @@ from typing import Any
 
 import torch
 
+from rwkv_mm.errors import UserError
+
 from ..io import AUDIO_EXTENSIONS, AudioLoadError, fix_length, load_audio, random_offset
 
 #: Reasons a clip is left out, in report order.
-REASONS = ("bad_line", "unknown_label", "no_labels", "missing", "unreadable", "silent", "too_short")
+REASONS = ("bad_line", "unknown_label", "no_labels", "missing", "unreadable", "non_finite", "silent",
+           "too_short")
 
 
 @dataclass
@@ -100,30 +107,48 @@ def read_class_labels(path: str | Path) -> ClassList:
     if not path.is_file():
         raise FileNotFoundError(f"class list not found: {path}")
     mids, names = [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = csv.reader(f, skipinitialspace=True)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:3]] != ["index", "mid", "display_name"]:
-            raise ValueError(f"{path}:1: expected the header 'index,mid,display_name', got {header}")
-        for lineno, row in enumerate(rows, start=2):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 3:
-                raise ValueError(f"{path}:{lineno}: expected index,mid,display_name, got {row}")
-            try:
-                index = int(row[0])
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: index {row[0]!r} is not an integer") from None
-            if index != len(mids):
-                raise ValueError(f"{path}:{lineno}: index {index}, expected {len(mids)} (indices must run 0, 1, ...)")
-            mid = row[1].strip()
-            if mid in mids:
-                raise ValueError(f"{path}:{lineno}: mid {mid!r} listed twice")
-            mids.append(mid)
-            names.append(",".join(row[2:]).strip())
+    rows = _csv_rows(path)
+    header = rows[0][1] if rows else None
+    if header is None or [h.strip() for h in header[:3]] != ["index", "mid", "display_name"]:
+        raise UserError(f"expected the header 'index,mid,display_name', got {header}", where=f"{path}:1")
+    for lineno, row in rows[1:]:
+        if not row or not "".join(row).strip():
+            continue
+        where = f"{path}:{lineno}"
+        if len(row) < 3:
+            raise UserError(f"expected index,mid,display_name, got {row}", where=where)
+        try:
+            index = int(row[0])
+        except ValueError:
+            raise UserError(f"index {row[0]!r} is not an integer", where=where) from None
+        if index != len(mids):
+            raise UserError(f"index {index}, expected {len(mids)}", where=where, fix="indices must run 0, 1, 2, ...")
+        mid = row[1].strip()
+        if mid in mids:
+            raise UserError(f"mid {mid!r} listed twice", where=where)
+        mids.append(mid)
+        names.append(",".join(row[2:]).strip())
     if not mids:
-        raise ValueError(f"{path}: no classes")
+        raise UserError("no classes", where=str(path), fix="expected the header, then index,mid,display_name lines")
     return ClassList(mids, names)
+
+
+def _csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every row of a UTF-8 CSV file; a file that is not UTF-8 text or
+    a malformed row is a UserError naming the file (and line)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise UserError(f"not a UTF-8 text file ({err.reason} at byte {err.start})", where=str(path)) from None
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    rows = []
+    try:
+        for row in reader:
+            rows.append((reader.line_num, row))
+    except csv.Error as err:
+        raise UserError(f"malformed CSV ({err})", where=f"{path}:{reader.line_num}") from None
+    return rows
 
 
 def index_clip_folders(folders: list[str | Path]) -> dict[str, Path]:
@@ -150,7 +175,7 @@ def _split_labels(raw: Any) -> list[str]:
         return [m.strip() for m in raw.split(",") if m.strip()]
     if isinstance(raw, list) and all(isinstance(m, str) for m in raw):
         return [m.strip() for m in raw if m.strip()]
-    raise ValueError(f"labels must be a comma-separated string or a list of mids, got {raw!r}")
+    raise UserError(f"labels must be a comma-separated string or a list of mids, got {raw!r:.80}")
 
 
 def _label_indices(mids: list[str], classes: dict[str, int], where: str, problems: ProblemLog) -> list[int]:
@@ -174,30 +199,31 @@ def read_segments(path: str | Path, classes: ClassList, clips: dict[str, Path],
     if not path.is_file():
         raise FileNotFoundError(f"segment list not found: {path}")
     index, records = classes.index, []
-    with open(path, newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f, skipinitialspace=True), start=1):
-            if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
-                continue
-            where = f"{path}:{lineno}"
-            if len(row) < 4:
-                problems.add("bad_line", where, f"expected YTID, start, end, labels; got {row}")
-                continue
-            ytid, start = row[0].strip(), row[1].strip()
-            try:
-                start_s = float(start)
-            except ValueError:
-                problems.add("bad_line", where, f"start time {start!r} is not a number")
-                continue
-            labels = _label_indices(_split_labels(",".join(row[3:])), index, where, problems)
-            if not labels:
-                problems.add("no_labels", where, f"{ytid}: no known label")
-                continue
-            file = (clips.get(ytid) or clips.get(f"{ytid}_{start}")
-                    or clips.get(f"{ytid}_{int(round(start_s * 1000))}") or clips.get(f"{ytid}_{int(start_s)}"))
-            if file is None:
-                problems.add("missing", where, f"no audio file for {ytid}")
-                continue
-            records.append(ClipRecord(ytid, file, labels, where))
+    for lineno, row in _csv_rows(path):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        where = f"{path}:{lineno}"
+        if len(row) < 4:
+            problems.add("bad_line", where, f"expected YTID, start, end, labels; got {row}")
+            continue
+        ytid, start = row[0].strip(), row[1].strip()
+        try:
+            start_s = float(start)
+        except ValueError:
+            start_s = math.nan
+        if not (math.isfinite(start_s) and start_s >= 0):
+            problems.add("bad_line", where, f"start time {start!r} is not a number >= 0")
+            continue
+        labels = _label_indices(_split_labels(",".join(row[3:])), index, where, problems)
+        if not labels:
+            problems.add("no_labels", where, f"{ytid}: no known label")
+            continue
+        file = (clips.get(ytid) or clips.get(f"{ytid}_{start}")
+                or clips.get(f"{ytid}_{int(round(start_s * 1000))}") or clips.get(f"{ytid}_{int(start_s)}"))
+        if file is None:
+            problems.add("missing", where, f"no audio file for {ytid}")
+            continue
+        records.append(ClipRecord(ytid, file, labels, where))
     return records
 
 
@@ -208,11 +234,11 @@ def read_manifest(path: str | Path, classes: ClassList, problems: ProblemLog) ->
         raise FileNotFoundError(f"manifest not found: {path}")
     try:
         tree = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"not valid JSON ({err})", where=str(path)) from None
     items = tree.get("data") if isinstance(tree, dict) else tree
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected {{\"data\": [...]}} or a list of {{\"wav\", \"labels\"}} items")
+        raise UserError("expected {\"data\": [...]} or a list of {\"wav\", \"labels\"} items", where=str(path))
     index, records = classes.index, []
     for i, item in enumerate(items):
         where = f"{path}[{i}]"
@@ -221,7 +247,7 @@ def read_manifest(path: str | Path, classes: ClassList, problems: ProblemLog) ->
             continue
         try:
             mids = _split_labels(item["labels"])
-        except ValueError as err:
+        except UserError as err:
             problems.add("bad_line", where, str(err))
             continue
         labels = _label_indices(mids, index, where, problems)
@@ -241,9 +267,9 @@ class AudioTaggingDataset:
     """Fixed-length clips with multi-hot targets; bad files are reported, never fatal.
 
     `dataset[i]` returns {"wave": [L] float32, "length": real samples, "target": [C] float32,
-    "index": i}; when clip i turns out unreadable, silent or too short it is remembered as bad
-    and the next good clip is returned instead. `load(i)` returns None for a bad clip
-    (evaluation skips it).
+    "index": i}; when clip i turns out unreadable, non-finite (a NaN/Inf sample), silent or too
+    short it is remembered as bad and the next good clip is returned instead. `load(i)` returns
+    None for a bad clip (evaluation skips it).
 
     Args:
         records: the clips (see `read_segments` / `read_manifest`).
@@ -252,19 +278,22 @@ class AudioTaggingDataset:
         sample_rate: files are resampled to it.
         random_crop: crop longer clips at a random offset (training); else from the start.
         min_seconds: shorter files are "too_short".
+        window_samples: the fbank's window (samples at `sample_rate`): shorter files are always
+            "too_short", whatever `min_seconds` says (they have no frame to analyse).
         silence_peak: files whose peak |x| is below it are "silent".
         problems: the log to count problems in (shared with the list readers).
     """
 
     def __init__(self, records: list[ClipRecord], num_classes: int, clip_samples: int,
                  sample_rate: int = 16000, random_crop: bool = False, min_seconds: float = 0.1,
-                 silence_peak: float = 1e-4, problems: ProblemLog | None = None) -> None:
+                 silence_peak: float = 1e-4, problems: ProblemLog | None = None,
+                 window_samples: int = 0) -> None:
         self.records = records
         self.num_classes = num_classes
         self.clip_samples = clip_samples
         self.sample_rate = sample_rate
         self.random_crop = random_crop
-        self.min_samples = int(min_seconds * sample_rate)
+        self.min_samples = max(int(min_seconds * sample_rate), window_samples, 1)
         self.silence_peak = silence_peak
         self.problems = problems if problems is not None else ProblemLog()
         self.bad: set[int] = set()
@@ -285,14 +314,12 @@ class AudioTaggingDataset:
             return None
         rec = self.records[i]
         try:
-            wave = load_audio(rec.path, self.sample_rate)  # [n]
-        except AudioLoadError as err:
-            return self._mark_bad(i, "unreadable", str(err))
+            wave = load_audio(rec.path, self.sample_rate, min_samples=self.min_samples)  # [n]
+        except AudioLoadError as err:  # unreadable, non_finite or too_short
+            return self._mark_bad(i, err.reason, str(err))
         n = wave.shape[0]
-        if n < self.min_samples:
-            return self._mark_bad(i, "too_short", f"{rec.path}: {n / self.sample_rate:.3f} s")
         peak = float(wave.abs().max())
-        if not peak >= self.silence_peak:  # also catches NaN
+        if not peak >= self.silence_peak:
             return self._mark_bad(i, "silent", f"{rec.path}: peak {peak:.2e}")
         offset = random_offset(n, self.clip_samples) if self.random_crop else 0
         target = torch.zeros(self.num_classes)
@@ -311,7 +338,8 @@ class AudioTaggingDataset:
             sample = self.load((i + step) % n)
             if sample is not None:
                 return sample
-        raise RuntimeError(f"no readable clip in the dataset ({n} listed)\n{self.problems.format()}")
+        raise UserError(f"no readable clip among the {n} listed\n{self.problems.format()}",
+                        fix="check the clip list and folders (the report above names the bad ones)")
 
 
 def collate_clips(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -331,7 +359,7 @@ def read_clip_list(path: str | Path, classes: ClassList, clip_dirs: list[str | P
     if path.suffix.lower() == ".csv":
         if clip_index is None:
             if not clip_dirs:
-                raise ValueError(f"{path}: a segment CSV needs clip folders (data.clip_dirs)")
+                raise UserError("a segment CSV needs clip folders", where=str(path), fix="set data.clip_dirs")
             clip_index = index_clip_folders(list(clip_dirs))
         return read_segments(path, classes, clip_index, problems)
-    raise ValueError(f"{path}: expected a segment list (.csv) or a JSON manifest (.json)")
+    raise UserError("expected a segment list (.csv) or a JSON manifest (.json)", where=str(path))
