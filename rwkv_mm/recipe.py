@@ -332,7 +332,10 @@ def read_resolved_config(path: str | Path) -> dict[str, Any]:
     """The tree of a `config.yaml` that `save_resolved_config` wrote (safe YAML). A file that is
     not YAML or not a recipe mapping is a `RecipeError` naming it."""
     path = Path(path)
-    tree = _read_yaml(path)
+    try:
+        tree = _read_yaml(path)
+    except UnicodeDecodeError:
+        tree = None
     if not isinstance(tree, dict) or "runner" not in tree:
         raise RecipeError(f"{path}: not a saved run config (expected a mapping with a 'runner:' key)")
     return tree

@@ -108,6 +108,14 @@ def test_resume_refuses_a_changed_meaning_and_keeps_the_saved_config(toy_recipe,
     assert steps_logged(run_dir) == [1, 2, 3, 4]
 
 
+def test_resume_with_an_unreadable_saved_config_names_it(toy_recipe, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train(toy_recipe, run_dir).rc == 0
+    (run_dir / "config.yaml").write_bytes(b"\xff\xfe garbage")
+    assert_user_error(train(toy_recipe, run_dir, "train.max_steps=6", "--resume"),
+                      str(run_dir / "config.yaml"), "not a saved run config")
+
+
 def test_resume_may_extend_the_run_and_change_logging(toy_recipe, tmp_path):
     run_dir = tmp_path / "run"
     assert train(toy_recipe, run_dir).rc == 0
