@@ -43,6 +43,13 @@ class AudioRunConfig:
     eval: AudioEvalConfig = field(default_factory=AudioEvalConfig)
     init_from: str | None = None  # a tagger checkpoint (model.pt) to start from
 
+    def __post_init__(self) -> None:
+        """Checks across sections (each section checks its own fields)."""
+        patch, frames, mels = self.model.patch, self.features.target_frames, self.features.num_mel_bins
+        if frames < patch[0] or mels < patch[1]:
+            raise ConfigError("model.patch", list(patch), f"at most the input (features.target_frames={frames}, "
+                                                          f"features.num_mel_bins={mels})")
+
 
 class TaggingLoss:
     """The trainer's loss_fn: features, augmentation (when the model is in training mode) and

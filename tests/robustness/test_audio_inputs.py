@@ -68,6 +68,11 @@ def test_tag_refuses_non_finite_samples_naming_the_file(tmp_path, tagger, value)
     assert "nan" not in result.out  # before: "nan  a (/m/a)" scores, exit 0
 
 
+def test_tag_refuses_scores_that_are_not_finite(tmp_path, tagger):
+    clip = write(tmp_path / "loud.wav", noise(8000, scale=1e30))  # finite samples whose power overflows
+    assert_user_error(tag(tmp_path, tagger, clip), "loud.wav", "non-finite scores")
+
+
 @pytest.mark.parametrize("n", [0, 1, 399])
 def test_tag_refuses_clips_shorter_than_one_fbank_window(tmp_path, tagger, n):
     clip = write(tmp_path / "tiny.wav", noise(n))
@@ -265,13 +270,11 @@ def test_bad_config_values_name_the_dotted_key_and_file(tmp_path, override, key)
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
-def test_patch_larger_than_the_input_names_the_model_key():
-    from rwkv_mm.recipe import load_recipe
-    from rwkv_mm.runners.audio_tagging import resolve_model_config
-
-    cfg = load_recipe("audio/synth_tiny", ["model.patch=[16, 80]", "model.stride=[16, 80]"]).config
-    with pytest.raises(UserError, match=r"model\.patch=\(16, 80\): expected at most the input"):
-        resolve_model_config(cfg, 10)
+def test_patch_larger_than_the_input_is_refused_with_the_recipe(tmp_path):
+    result = run_cli("train", "audio/synth_tiny", "model.patch=[16, 80]", "model.stride=[16, 80]",
+                     "data.synthetic=null", "data.class_labels=none.csv", cwd=tmp_path)
+    assert_user_error(result, "synth_tiny.yaml", "model.patch=[16, 80]", "features.num_mel_bins=64")
+    assert not (tmp_path / "runs").exists()  # before: found only after the run folder was written
 
 
 def test_audio_load_error_is_a_user_error_with_a_reason(tmp_path):
