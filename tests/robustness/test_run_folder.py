@@ -9,7 +9,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
