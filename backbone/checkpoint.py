@@ -90,9 +90,15 @@ def _load_error(err: Exception, path: Path, fix: str) -> CheckpointError:
     if isinstance(err, pickle.UnpicklingError):  # its text carries torch's unsafe-retry advice
         reason = "UnpicklingError"
     else:
-        first = text.strip().splitlines()[0][:160] if text.strip() else ""
-        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        reason = _reason(err)
     return CheckpointError(f"{NOT_A_CHECKPOINT} ({reason})", where=str(path), fix=fix)
+
+
+def _reason(err: BaseException) -> str:
+    """'Type: first sentence' of an exception from a reader, short enough for one line."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    first = re.split(r"(?<=\.)\s", first)[0][:160]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _check_legacy_storage_sizes(path: Path) -> None:
@@ -145,8 +151,7 @@ def _read_state_dict_and_metadata(path: Path) -> tuple[dict[str, torch.Tensor], 
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, ValueError, TypeError, RuntimeError, EOFError, OverflowError) as err:
-        first = (str(err).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{NOT_A_CHECKPOINT} ({type(err).__name__}: {first})", where=str(path),
+        raise CheckpointError(f"{NOT_A_CHECKPOINT} ({_reason(err)})", where=str(path),
                               fix=_FIX) from None
 
 

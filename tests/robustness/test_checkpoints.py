@@ -271,6 +271,12 @@ def test_garbage_visual_rwkv_json_is_named(tmp_path):
     assert_user_error(run_cli("chat", "--checkpoint", folder, "--prompt", "hi"), "visual_rwkv.json", "JSON")
 
 
+def test_bad_setting_in_visual_rwkv_json_names_file_and_key(tmp_path):
+    folder = _visual_folder(tmp_path, template={"usr": "Q"})
+    assert_user_error(run_cli("chat", "--checkpoint", folder, "--prompt", "hi"), "visual_rwkv.json",
+                      "template.usr")
+
+
 def test_visual_rwkv_json_names_files_inside_its_folder(tmp_path):
     (tmp_path / "outside.pth").write_bytes(b"")
     folder = _visual_folder(tmp_path, backbone="../outside.pth")
