@@ -5,6 +5,10 @@ model with the embedding and the CLIP tower frozen. The runner enforces both, wh
 recipe's `train.freeze`/`train_only` add. Stage 2 starts from stage 1's output folder through
 `init_from`. The result is saved as `<run_dir>/model/` (backbone.pth, projector.pth,
 visual_rwkv.json); with `eval` files set, GQA-format accuracy and POPE-format F1 are reported.
+
+Every config section checks its values when built (a recipe names the dotted key and file).
+Bad samples (`data.on_error`) and unreadable evaluation images (`eval.on_error`) stop the run
+with an error naming the sample/question and file, or are skipped and counted in the summary.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from pathlib import Path
 
 import torch
 
+from rwkv_mm.backbone.config import _VERSION_ALIASES
+from rwkv_mm.errors import ConfigError, UserError, check_choice, check_int
 from rwkv_mm.runners import register_runner
 from rwkv_mm.training.config import TrainConfig
-from rwkv_mm.vision.conversation import ChatTemplate
+from rwkv_mm.vision.conversation import IMAGE_POSITIONS, ChatTemplate
+from rwkv_mm.vision.data import ON_ERROR
 from rwkv_mm.vision.tower import VisionConfig
 
 
@@ -36,6 +43,16 @@ class VisualModelConfig:
     vocab_size: int = 65536
     reverse_image_odd_layers: bool = False  # VisualRWKV-6's bidirectional image span
 
+    def __post_init__(self) -> None:
+        if str(self.version).strip().lower() not in _VERSION_ALIASES:
+            raise ConfigError("version", self.version, "'5' (Eagle), '6' (Finch) or 'goldfinch'")
+        for name in ("n_layer", "n_embd", "head_size", "vocab_size"):
+            check_int(self, name, min=1)
+        canonical = _VERSION_ALIASES[str(self.version).strip().lower()]
+        if self.reverse_image_odd_layers and canonical == "goldfinch":
+            raise ConfigError("reverse_image_odd_layers", True, "false with version goldfinch (GOLD "
+                              "layers share one key cache in sequence order)")
+
 
 @dataclass
 class VisualDataConfig:
@@ -52,6 +69,12 @@ class VisualDataConfig:
     synthetic: bool = False
     synthetic_root: str = "data/visual_synth"
 
+    def __post_init__(self) -> None:
+        check_int(self, "ctx_len", min=1)
+        check_choice(self, "image_position", IMAGE_POSITIONS)
+        check_choice(self, "on_error", ON_ERROR)
+        check_int(self, "max_samples", min=0)
+
 
 @dataclass
 class VisualEvalConfig:
@@ -66,6 +89,14 @@ class VisualEvalConfig:
     max_new_tokens: int = 8
     batch_size: int = 16
     show: int = 4  # print this many question/answer pairs
+    on_error: str = "raise"  # raise | skip (questions with unreadable images, counted and listed)
+
+    def __post_init__(self) -> None:
+        check_int(self, "max_questions", min=0)
+        check_int(self, "max_new_tokens", min=1)
+        check_int(self, "batch_size", min=1)
+        check_int(self, "show", min=0)
+        check_choice(self, "on_error", ON_ERROR)
 
 
 @dataclass
@@ -79,6 +110,9 @@ class VisualRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: VisualEvalConfig = field(default_factory=VisualEvalConfig)
 
+    def __post_init__(self) -> None:
+        check_choice(self, "stage", tuple(STAGE_RULES))
+
 
 STAGE_RULES = {1: {"train_only": ["proj.*"], "freeze": ["vit.*"]},
                2: {"train_only": [], "freeze": ["vit.*", "rwkv.emb.*"]}}
@@ -87,13 +121,14 @@ STAGE_RULES = {1: {"train_only": ["proj.*"], "freeze": ["vit.*"]},
 def stage_train_config(cfg: VisualRunConfig) -> TrainConfig:
     """`cfg.train` with the stage's freezing rules merged in."""
     if cfg.stage not in STAGE_RULES:
-        raise ValueError(f"stage={cfg.stage}: expected 1 (projector only) or 2 (projector + LM)")
+        raise ConfigError("stage", cfg.stage, "1 (projector only) or 2 (projector + LM)")
     rules = STAGE_RULES[cfg.stage]
     train = TrainConfig(**{**cfg.train.__dict__})
     if rules["train_only"]:
         extra = [p for p in cfg.train.train_only if p not in rules["train_only"]]
         if extra:
-            raise ValueError(f"stage 1 trains only the projector; train.train_only has {extra}")
+            raise UserError(f"stage 1 trains only the projector; train.train_only has {extra}",
+                            fix="remove them, or train them in stage 2")
         train.train_only = list(rules["train_only"])
     train.freeze = list(dict.fromkeys([*cfg.train.freeze, *rules["freeze"]]))
     return train
@@ -145,13 +180,13 @@ def run(cfg: VisualRunConfig, run_dir: Path, resume: bool = False) -> dict:
     run_dir = Path(run_dir)
     _resolve(cfg)
     train_cfg = stage_train_config(cfg)
-    model = build_visual_model(cfg)
-    tower = model.vit
-    tokenizer = load_tokenizer("world")
-    report = LoadReport()
+    report = LoadReport()  # the data is checked before a (possibly multi-GB) model is built
     records = load_llava_json(cfg.data.data_path, cfg.data.image_root, cfg.data.on_error, report)
     if cfg.data.max_samples > 0:
         records = records[:cfg.data.max_samples]
+    model = build_visual_model(cfg)
+    tower = model.vit
+    tokenizer = load_tokenizer("world")
     processor = ImageProcessor(tower.image_size, cfg.vision.pad_to_square)
     features = FeatureCache(tower, processor) if cfg.data.cache_features else None
     dataset = LlavaDataset(records, tokenizer, tower.num_tokens, processor, features, cfg.data.ctx_len,
@@ -168,16 +203,23 @@ def run(cfg: VisualRunConfig, run_dir: Path, resume: bool = False) -> dict:
     save_visual_rwkv(model, model_dir, cfg.vision, cfg.template, cfg.data.image_position)
     summary.update({"stage": cfg.stage, "model_dir": str(model_dir), "skipped_samples": report.skipped,
                     "trainable_params": trainer.param_counts["trainable"]})
+    if report.skipped:
+        summary["skipped_report"] = report.summary()
+        print(f"bad samples: {report.summary()}")
     summary.update(quick_eval(model, tokenizer, processor, cfg))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
 def quick_eval(model, tokenizer, processor, cfg: VisualRunConfig) -> dict:
-    """GQA-format accuracy and POPE-format metrics on the first `max_questions` questions."""
-    from rwkv_mm.vision.answer import VisualAnswerer
+    """GQA-format accuracy and POPE-format metrics on the first `max_questions` questions.
+
+    With `eval.on_error: skip`, questions whose image cannot be read are left out of the
+    metrics and counted (`gqa_skipped`, `pope_skipped`, with a printed list)."""
+    from rwkv_mm.vision.answer import SkippedQuestion, VisualAnswerer, answer_in_batches
     from rwkv_mm.vision.eval_files import read_gqa_questions, read_official_gqa_answers, read_pope_questions
-    from rwkv_mm.vision.metrics import gqa_accuracy, pope_metrics
+    from rwkv_mm.vision.evaluate import score_gqa, skipped_note
+    from rwkv_mm.vision.metrics import pope_metrics
 
     e = cfg.eval
     out: dict = {}
@@ -186,26 +228,31 @@ def quick_eval(model, tokenizer, processor, cfg: VisualRunConfig) -> dict:
     answerer = VisualAnswerer(model, tokenizer, processor, cfg.template, cfg.data.image_position,
                               e.max_new_tokens)
 
-    def answer_all(questions):
-        answers = []
-        for i in range(0, len(questions), e.batch_size):
-            answers += answerer.answer(questions[i:i + e.batch_size])
-        return answers
+    def answer_all(questions, name: str) -> tuple[dict[str, str], list[SkippedQuestion]]:
+        skipped: list[SkippedQuestion] = []
+        answers = {q.qid: a for pairs in answer_in_batches(answerer, questions, e.batch_size, e.on_error,
+                                                            skipped) for q, a in pairs}
+        out[f"{name}_skipped"] = len(skipped)
+        if skipped:
+            print(f"  {name.upper()}: {skipped_note(skipped, len(questions))}")
+        return answers, skipped
 
     limit = (lambda xs: xs[:e.max_questions]) if e.max_questions > 0 else (lambda xs: xs)
     if e.gqa_questions:
         questions = limit(read_gqa_questions(e.gqa_questions, e.gqa_images))
         truth = read_official_gqa_answers(e.gqa_answers)
-        answers = answer_all(questions)
-        out["gqa_accuracy"] = gqa_accuracy(answers, [truth[q.qid] for q in questions])
-        for q, a in list(zip(questions, answers))[:e.show]:
-            print(f"  GQA  {q.text.splitlines()[0]!r} -> {a!r} (truth {truth[q.qid]!r})")
+        answers, skipped = answer_all(questions, "gqa")
+        out["gqa_accuracy"] = score_gqa(questions, answers, truth, skipped)["accuracy"]
+        shown = [q for q in questions if q.qid in answers][:e.show]
+        for q in shown:
+            print(f"  GQA  {q.text.splitlines()[0]!r} -> {answers[q.qid]!r} (truth {truth[q.qid]!r})")
     if e.pope_questions:
         questions, labels = read_pope_questions(e.pope_questions, e.pope_images)
         questions, labels = limit(questions), limit(labels)
-        answers = answer_all(questions)
-        metrics = pope_metrics(answers, labels)
+        answers, _ = answer_all(questions, "pope")
+        kept = [(q, answers[q.qid], lab) for q, lab in zip(questions, labels) if q.qid in answers]
+        metrics = pope_metrics([a for _, a, _ in kept], [lab for _, _, lab in kept])
         out.update({f"pope_{k}": v for k, v in metrics.items() if k in ("accuracy", "f1", "yes_ratio")})
-        for q, a, lab in list(zip(questions, answers, labels))[:e.show]:
+        for q, a, lab in kept[:e.show]:
             print(f"  POPE {q.text!r} -> {a!r} (label {lab})")
     return out

@@ -10,20 +10,26 @@ and all questions of a batch decode together (B > 1), one token per step.
 Eagle/Finch states are fixed-size, so a whole batch decodes together. A GoldFinch state carries
 a key cache that grows with the sequence and GOLD attention has no padding mask, so GoldFinch
 questions decode together only with others whose prompts are equally long (exact, no padding).
+
+`answer_in_batches` is the loop every benchmark runner shares: batches of questions, and what
+to do with a question whose image cannot be read (raise a UserError naming the question and
+the image, or skip every question about that image and list them).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from rwkv_mm.backbone import GoldFinchState, RWKVState
+from rwkv_mm.errors import UserError
 
 from .conversation import IMAGE_TOKEN_ID, ChatTemplate, encode_conversation
+from .image_io import ImageReadError
 from .model import VisualRWKV
 
 State = RWKVState | GoldFinchState
@@ -36,6 +42,18 @@ class Question:
     qid: str
     image: Path | None
     text: str
+
+
+@dataclass
+class SkippedQuestion:
+    """A question left out because its image could not be read."""
+
+    qid: str
+    image: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"question_id": self.qid, "image": self.image, "reason": self.reason}
 
 
 class VisualAnswerer:
@@ -155,3 +173,43 @@ def cat_states(states: Sequence[State], emb: torch.nn.Embedding) -> State:
     if isinstance(states[0], GoldFinchState):
         return GoldFinchState.cat(list(states), emb)
     return RWKVState.cat(list(states))
+
+
+def answer_in_batches(answerer: VisualAnswerer, questions: Sequence[Question], batch_size: int,
+                      on_error: str = "raise", skipped: list[SkippedQuestion] | None = None
+                      ) -> Iterator[list[tuple[Question, str]]]:
+    """(question, answer) pairs, one list per batch of up to `batch_size` questions.
+
+    A question whose image cannot be read (missing, corrupt, a decompression bomb) raises a
+    UserError naming the question id and the image with `on_error="raise"`; with "skip", it and
+    every later question about the same image are left out and appended to `skipped`."""
+    if on_error not in ("raise", "skip"):
+        raise UserError(f"on_error={on_error!r}: expected raise or skip")
+    skipped = skipped if skipped is not None else []
+    bad: dict[Path, str] = {}  # unreadable image -> reason
+
+    def usable(q: Question) -> bool:
+        if q.image is not None and Path(q.image) in bad:
+            skipped.append(SkippedQuestion(q.qid, str(q.image), bad[Path(q.image)]))
+            return False
+        return True
+
+    for start in range(0, len(questions), batch_size):
+        batch = list(questions[start:start + batch_size])
+        while True:
+            batch = [q for q in batch if usable(q)]
+            try:
+                texts = answerer.answer(batch)
+                break
+            except ImageReadError as err:
+                culprit = next((q for q in batch if q.image is not None and Path(q.image) == err.path), None)
+                if culprit is None:
+                    raise
+                if on_error == "raise":
+                    raise UserError(f"question {culprit.qid}: cannot read image ({err.reason})",
+                                    where=str(err.path),
+                                    fix="fix or replace the file, or rerun with --on-error skip to leave "
+                                        "its questions out of the score (they are listed)") from None
+                bad[err.path] = err.reason
+        if batch:
+            yield list(zip(batch, texts))

@@ -1,5 +1,8 @@
 """`rwkv-mm chat`: talk about an image. The image and the first prompt are prefilled once; every
-answer token then costs one recurrent step, and later turns continue from the same state."""
+answer token then costs one recurrent step, and later turns continue from the same state.
+
+The image is decoded (mode-aware, `image_io.open_image`) before the model loads: a missing or
+unreadable file is an error naming it, at once."""
 
 from __future__ import annotations
 
@@ -9,13 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from rwkv_mm.backbone import GoldFinchState, RWKVState, SamplingConfig, load_tokenizer
 from rwkv_mm.backbone.sampling import Sampler
 from rwkv_mm.backbone.tokenizer import StreamDecoder
+from rwkv_mm.cli_types import non_negative_float, non_negative_int, positive_int, probability, seed
 
 from .checkpoint import load_visual_rwkv
 from .conversation import ChatTemplate, encode_conversation
+from .image_io import open_image
 from .model import VisualRWKV
 from .preprocess import ImageProcessor
 
@@ -24,7 +30,7 @@ class ImageChat:
     """A conversation about one image, holding the recurrent state between turns."""
 
     def __init__(self, model: VisualRWKV, tokenizer, template: ChatTemplate, image_position: str,
-                 processor: ImageProcessor, image: Path | None, sampling: SamplingConfig,
+                 processor: ImageProcessor, image: Path | Image.Image | None, sampling: SamplingConfig,
                  max_tokens: int = 256, seed: int | None = None) -> None:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.image_position, self.processor, self.image = image_position, processor, image
@@ -68,10 +74,8 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from rwkv_mm.cpu import tune_malloc
 
     tune_malloc()
+    image = open_image(Path(args.image)) if args.image else None  # fail before the model loads
     model, meta = load_visual_rwkv(args.checkpoint)
-    image = Path(args.image) if args.image else None
-    if image is not None and not image.is_file():
-        raise SystemExit(f"rwkv-mm chat: image not found: {image}")
     processor = ImageProcessor(model.vit.image_size, meta["vision"].pad_to_square)
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
     chat = ImageChat(model, load_tokenizer("world"), meta["template"], meta["image_position"], processor,
@@ -106,9 +110,9 @@ def add_chat_parser(sub) -> None:
                    help="a VisualRWKV model folder (a stage's <run>/model) or a released VisualRWKV .pth")
     c.add_argument("--image", help="the image to talk about (omit for text only)")
     c.add_argument("--prompt", help="one question, answered once; without it the chat is interactive")
-    c.add_argument("--max-tokens", type=int, default=256)
-    c.add_argument("--temperature", type=float, default=1.0)
-    c.add_argument("--top-p", type=float, default=0.0, help="0 = greedy (default)")
-    c.add_argument("--top-k", type=int, default=0)
-    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--max-tokens", type=positive_int, default=256)
+    c.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy")
+    c.add_argument("--top-p", type=probability, default=0.0, help="0 = greedy (default)")
+    c.add_argument("--top-k", type=non_negative_int, default=0, help="0 = off")
+    c.add_argument("--seed", type=seed, default=None)
     c.set_defaults(func=_cmd_chat)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rwkv_mm.errors import UserError
+from rwkv_mm.errors import ConfigError, UserError
 
 IMAGE_TAG = "<image>"
 IMAGE_TOKEN_ID = -200  # placeholder id in input_ids (as LLaVA); never reaches the embedding
@@ -31,6 +31,11 @@ class ChatTemplate:
     user: str = "User"
     assistant: str = "Assistant"
     turn_end: str = "\n\n"
+
+    def __post_init__(self) -> None:
+        for name in ("user", "assistant", "turn_end"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(name, getattr(self, name), "a string")
 
     def human_turn(self, text: str) -> str:
         """A human turn followed by the assistant prefix that generation continues from."""
@@ -49,7 +54,7 @@ def place_image(text: str, position: str) -> str:
     if position == "keep":
         return text
     if position not in IMAGE_POSITIONS:
-        raise ValueError(f"image_position={position!r}: expected one of {IMAGE_POSITIONS}")
+        raise ConfigError("image_position", position, "one of " + ", ".join(IMAGE_POSITIONS))
     body = text.replace(IMAGE_TAG + "\n", "").replace("\n" + IMAGE_TAG, "").replace(IMAGE_TAG, "").strip()
     if position == "first":
         return f"{IMAGE_TAG}\n{body}"

@@ -2,8 +2,10 @@
 
 A LLaVA JSON file is a list of `{"id", "image" (optional, relative to the image root),
 "conversations": [{"from": "human"|"gpt", "value": ...}, ...]}`. Bad samples (malformed
-conversation, image path leaving the root, missing or corrupt image) raise an error naming the
-sample id and path, or, with `on_error="skip"`, are skipped and counted in `problems`.
+conversation, `image` not a path string, image path leaving the root, missing, corrupt or
+oversized image) raise an error naming the sample id and path, or, with `on_error="skip"`, are
+skipped and counted in `problems`. Images are decoded by `image_io.open_image` (through the
+processor): any decoder failure, PIL's DecompressionBombError included, is such a bad sample.
 """
 
 from __future__ import annotations
@@ -18,18 +20,32 @@ import torch
 from rwkv_mm.errors import UserError
 from .conversation import (IGNORE_INDEX, ChatTemplate, ConversationError, encode_conversation,
                            to_training_pair, validate_conversation)
+from .image_io import ImageReadError
+
+ON_ERROR = ("raise", "skip")
 
 
 class SampleError(UserError):
-    """A sample that cannot be used (the message names its id, and path when there is one)."""
+    """A sample that cannot be used (the message names its id, and path when there is one).
+    `reason` is the short category a skip is counted under."""
+
+    def __init__(self, what: str, where: str | None = None, fix: str | None = None,
+                 reason: str = "bad sample") -> None:
+        self.reason = reason
+        super().__init__(what, where, fix)
 
 
-def resolve_image_path(root: Path, rel: str, sample_id: str) -> Path:
-    """`root / rel`, refusing absolute paths and `..` that leave the image root."""
+def resolve_image_path(root: Path, rel: str, owner: str) -> Path:
+    """`root / rel`, refusing a value that is not a non-empty string, absolute paths and `..`
+    that leave the image root. `owner` names the sample or question in errors ("sample 7")."""
+    if not isinstance(rel, str) or not rel:
+        raise SampleError(f"{owner}: 'image' is {json.dumps(rel)}; expected a path relative to the "
+                          "image root (leave the key out for a text-only sample)", reason="bad image field")
     root_resolved = root.resolve()
     path = (root / rel).resolve()
     if Path(rel).is_absolute() or not path.is_relative_to(root_resolved):
-        raise SampleError(f"sample {sample_id}: image path {rel!r} leaves the image root {root}")
+        raise SampleError(f"{owner}: image path {rel!r} leaves the image root {root}",
+                          reason="image outside root")
     return path
 
 
@@ -61,16 +77,18 @@ def load_llava_json(path: str | Path, image_root: str | Path | None, on_error: s
     """Records of a LLaVA JSON file, validated (conversation shape, image path inside the root,
     image file present). `on_error`: "raise" or "skip" (then counted in `report`)."""
     path = Path(path)
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error={on_error!r}: expected raise or skip")
+    if on_error not in ON_ERROR:
+        raise UserError(f"data.on_error={on_error!r}: expected raise or skip")
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"LLaVA data file not found: {path}") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"not valid JSON ({err})", where=str(path),
+                        fix="data.data_path must be a LLaVA JSON list") from None
     if not isinstance(items, list):
-        raise ValueError(f"{path}: expected a JSON list of samples, got {type(items).__name__}")
+        raise UserError(f"expected a JSON list of samples, got {type(items).__name__}", where=str(path),
+                        fix="data.data_path must be a LLaVA JSON list")
     root = Path(image_root) if image_root else None
     report = report if report is not None else LoadReport()
     records = []
@@ -81,19 +99,19 @@ def load_llava_json(path: str | Path, image_root: str | Path | None, on_error: s
                 raise ConversationError(f"{path}: item {index} is not an object")
             validate_conversation(item.get("conversations"), f"{sample_id} ({path}, item {index})")
             record = {"id": sample_id, "conversations": item["conversations"]}
-            if item.get("image"):
+            if "image" in item:
+                where = f"sample {sample_id} ({path}, item {index})"
                 if root is None:
-                    raise SampleError(f"sample {sample_id}: has an image but no image root was given")
-                image = resolve_image_path(root, str(item["image"]), sample_id)
+                    raise SampleError(f"{where}: has an image but no image root was given")
+                image = resolve_image_path(root, item["image"], where)
                 if not image.is_file():
-                    raise SampleError(f"sample {sample_id}: image not found: {image}")
+                    raise SampleError(f"{where}: image not found: {image}", reason="missing image")
                 record["image"] = image
             records.append(record)
         except (ConversationError, SampleError) as err:
             if on_error == "raise":
                 raise
-            reason = "bad conversation" if isinstance(err, ConversationError) else \
-                ("image outside root" if "leaves" in str(err) else "missing image")
+            reason = "bad conversation" if isinstance(err, ConversationError) else err.reason
             report.add(reason, str(err))
     return records
 
@@ -156,14 +174,16 @@ class LlavaDataset(torch.utils.data.Dataset):
             n_slots = int((sample["input_ids"] < 0).sum())
             if n_slots != self.num_image_tokens:
                 raise SampleError(f"sample {record['id']}: ctx_len={self.ctx_len} cuts the image span "
-                                  f"({n_slots} of {self.num_image_tokens} image tokens fit)")
+                                  f"({n_slots} of {self.num_image_tokens} image tokens fit)",
+                                  reason="image cut by ctx_len")
             try:
                 if self.features is not None:
                     sample["features"] = self.features(record["image"])
                 else:
                     sample["pixels"] = self.processor(record["image"])
-            except (OSError, ValueError) as err:
-                raise SampleError(f"sample {record['id']}: cannot read image {record['image']}: {err}") from None
+            except ImageReadError as err:
+                raise SampleError(f"sample {record['id']}: cannot read image {err.path} ({err.reason})",
+                                  reason="unreadable image") from None
         return sample
 
     def __getitem__(self, index: int) -> dict:
@@ -174,8 +194,9 @@ class LlavaDataset(torch.utils.data.Dataset):
             except (SampleError, ConversationError) as err:
                 if self.on_error == "raise":
                     raise
-                self.report.add("unreadable sample", str(err))
-        raise SampleError("every sample failed to load; see the report")
+                self.report.add(getattr(err, "reason", "bad conversation"), str(err))
+        raise SampleError(f"every one of the {len(self.records)} samples failed to load "
+                          f"({self.report.summary()})")
 
 
 def collate_llava(samples: list[dict]) -> dict:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rwkv_mm.backbone import RWKV, GoldFinch, GoldFinchState, RWKVState
+from rwkv_mm.errors import UserError
 
 from .conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
 from .tower import VisionTower
@@ -34,15 +35,15 @@ def image_span_reversal(input_ids: torch.Tensor) -> torch.Tensor | None:
 
 
 def check_reversal(rwkv: RWKV | GoldFinch, reverse_image_odd_layers: bool) -> None:
-    """Raise ValueError when `model.reverse_image_odd_layers` is asked of a backbone without it.
+    """Raise a UserError when `model.reverse_image_odd_layers` is asked of a backbone without it.
 
     The reversal re-orders the image span between recurrent layers. GoldFinch's GOLD layers
     attend over one key cache that its Finch-C2 stack writes in sequence order and that later
     turns extend, so a per-layer order has no single meaning there."""
     if reverse_image_odd_layers and rwkv.config.is_goldfinch:
-        raise ValueError("model.reverse_image_odd_layers=true is not supported with version "
-                         "goldfinch: GOLD layers share one key cache in sequence order, so odd "
-                         "layers cannot run on a reversed image span; set it to false")
+        raise UserError("model.reverse_image_odd_layers=true is not supported with version "
+                        "goldfinch: GOLD layers share one key cache in sequence order, so odd "
+                        "layers cannot run on a reversed image span", fix="set it to false")
 
 
 class VisualRWKV(nn.Module):

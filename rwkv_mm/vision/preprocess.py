@@ -1,5 +1,8 @@
 """CLIP image preprocessing (resize the short side, centre crop, normalise), with LLaVA's
-pad-to-square option (expand to a square filled with the mean colour before resizing)."""
+pad-to-square option (expand to a square filled with the mean colour before resizing).
+
+Files are decoded by `image_io.open_image` (mode-aware RGB; a bad file is an ImageReadError
+naming it), PIL images converted by `image_io.to_rgb`."""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .image_io import open_image, to_rgb
 from .tower import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 class ImageProcessor:
-    """PIL image or path -> normalised tensor [3, S, S] (float32)."""
+    """PIL image or path -> normalised tensor [3, S, S] (float32); an unreadable file raises
+    ImageReadError."""
 
     def __init__(self, image_size: int, pad_to_square: bool = False,
                  mean: tuple[float, ...] = OPENAI_CLIP_MEAN, std: tuple[float, ...] = OPENAI_CLIP_STD) -> None:
@@ -39,11 +44,7 @@ class ImageProcessor:
         return canvas
 
     def __call__(self, image: Image.Image | str | Path) -> torch.Tensor:
-        if not isinstance(image, Image.Image):
-            with Image.open(image) as img:
-                image = img.convert("RGB")
-        else:
-            image = image.convert("RGB")
+        image = to_rgb(image) if isinstance(image, Image.Image) else open_image(image)
         if self.pad_to_square:
             image = self._square(image)
         return self.transform(image)  # [3, S, S]

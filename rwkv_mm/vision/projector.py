@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from rwkv_mm.errors import ConfigError
+
 PROJECTORS = ("linear", "mlp2x_gelu")
 
 
@@ -16,4 +18,4 @@ def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:
         return nn.Linear(in_dim, out_dim, bias=False)
     if kind == "mlp2x_gelu":
         return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
-    raise ValueError(f"vision.projector={kind!r}: expected one of {PROJECTORS}")
+    raise ConfigError("vision.projector", kind, "one of " + ", ".join(PROJECTORS))

@@ -19,6 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rwkv_mm.errors import ConfigError, UserError, check_choice, check_int
+
+from .projector import PROJECTORS
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -33,6 +37,15 @@ class CustomViTConfig:
     layers: int = 2
     head_width: int = 32
     seed: int = 0  # the random (frozen) weights are a function of this seed
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "width", "layers", "head_width"):
+            check_int(self, name, min=1)
+        check_int(self, "seed", min=0)
+        if self.image_size % self.patch_size:
+            raise ConfigError("patch_size", self.patch_size, f"a divisor of image_size={self.image_size}")
+        if self.width % self.head_width:
+            raise ConfigError("head_width", self.head_width, f"a divisor of width={self.width}")
 
 
 @dataclass
@@ -49,6 +62,14 @@ class VisionConfig:
     grid_size: int = -1  # patch pooling as VisualRWKV-6: -1 none, 0 CLS only, g >= 1: g x g averages
     pad_to_square: bool = False  # LLaVA's "pad": expand to a square with the mean colour first
     projector: str = "linear"  # linear (VisualRWKV) | mlp2x_gelu (LLaVA-1.5)
+
+    def __post_init__(self) -> None:
+        check_choice(self, "backend", ("open_clip", "hf"))
+        check_int(self, "layer")  # its range depends on the tower: checked when it is built
+        check_int(self, "grid_size", min=-1)
+        check_choice(self, "projector", PROJECTORS)
+        if self.grid_size == 0 and not self.keep_cls:
+            raise ConfigError("grid_size", 0, "-1 or >= 1 when keep_cls=false (0 keeps only the CLS token)")
 
 
 class VisionTower(nn.Module):
@@ -69,9 +90,15 @@ class VisionTower(nn.Module):
         self.layer, self.keep_cls, self.grid_size = layer, keep_cls, grid_size
         side = int(round(num_patches ** 0.5))
         if grid_size == 0 and not keep_cls:
-            raise ValueError("vision.grid_size=0 keeps only the CLS token: it needs keep_cls=true")
+            raise ConfigError("vision.grid_size", grid_size, "-1 or >= 1 when keep_cls=false (0 keeps "
+                              "only the CLS token)")
         if grid_size > 0 and (side * side != num_patches or side % grid_size):
-            raise ValueError(f"vision.grid_size={grid_size} must divide the {side}x{side} patch grid")
+            raise ConfigError("vision.grid_size", grid_size,
+                              f"-1, 0 or a g that divides the {side}x{side} patch grid")
+        n_outputs = _n_layer_outputs(vit, backend)
+        if not -n_outputs <= layer < n_outputs:
+            raise ConfigError("vision.layer", layer, f"an index into this tower's {n_outputs} layer "
+                              f"outputs, in [{-n_outputs}, {n_outputs - 1}] (-1 = last)")
         self.patch_side = side
         n_patch_tokens = num_patches if grid_size < 0 else grid_size * grid_size
         self.num_tokens = n_patch_tokens + int(keep_cls)
@@ -115,13 +142,21 @@ class VisionTower(nn.Module):
         return self._pool(cls, patches)
 
 
-def _open_clip_weights_error(cfg: VisionConfig, err: Exception) -> RuntimeError:
+def _n_layer_outputs(vit: nn.Module, backend: str) -> int:
+    """How many outputs `layer` can index: transformers' hidden_states (embeddings + one per
+    layer) or open_clip's residual blocks."""
+    if backend == "hf":
+        return vit.config.num_hidden_layers + 1
+    return len(vit.transformer.resblocks)
+
+
+def _open_clip_weights_error(cfg: VisionConfig, err: Exception) -> UserError:
     from huggingface_hub.constants import HF_HUB_CACHE
-    return RuntimeError(
+    return UserError(
         f"vision tower {cfg.model_name!r} with pretrained={cfg.pretrained!r}: the weights could not be "
-        f"loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}). Looked for open_clip's "
-        f"download in the Hugging Face cache ({HF_HUB_CACHE}). Supply them by setting "
-        "vision.pretrained=/path/to/open_clip_pytorch_model.bin (a local file), by copying the "
+        f"loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}); looked for open_clip's "
+        f"download in the Hugging Face cache ({HF_HUB_CACHE})",
+        fix="set vision.pretrained=/path/to/open_clip_pytorch_model.bin (a local file), copy the "
         "hub download into that cache on a machine with network access, or use "
         "vision.backend=hf vision.hf_path=/folder/with/a/CLIPVisionModel")
 
@@ -143,8 +178,8 @@ def _build_open_clip(cfg: VisionConfig) -> VisionTower:
         return VisionTower(vit, "open_clip", c.image_size, c.width, grid * grid, cfg.layer, cfg.keep_cls,
                            cfg.grid_size)
     if cfg.model_name not in open_clip.list_models():
-        raise ValueError(f"vision.model_name={cfg.model_name!r} is not an open_clip model; e.g. "
-                         "ViT-L-14-336, ViT-L-14, ViT-B-16, or 'custom'")
+        raise ConfigError("vision.model_name", cfg.model_name, "an open_clip model name (e.g. "
+                          "ViT-L-14-336, ViT-L-14, ViT-B-16) or 'custom'")
     try:
         model = open_clip.create_model(cfg.model_name, pretrained=cfg.pretrained or None,
                                        require_pretrained=bool(cfg.pretrained))
@@ -159,13 +194,19 @@ def _build_open_clip(cfg: VisionConfig) -> VisionTower:
 
 def _load_visual_weights(vit: nn.Module, path: Path) -> None:
     """Load a saved tower state dict (keys of open_clip's VisionTransformer, optionally `visual.`)."""
+    from rwkv_mm.backbone import read_state_dict
+
     if not path.is_file():
         raise FileNotFoundError(f"vision.pretrained: weights file not found: {path}")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    sd = {k.removeprefix("visual."): v for k, v in sd.items()}
-    missing, unexpected = vit.load_state_dict(sd, strict=False)
+    sd = {k.removeprefix("visual."): v for k, v in read_state_dict(path).items()}
+    try:
+        missing, _ = vit.load_state_dict(sd, strict=False)
+    except RuntimeError as err:  # a shape mismatch
+        raise UserError(f"vision-tower weights do not fit vision.custom ({str(err).splitlines()[-1].strip()})",
+                        where=str(path)) from None
     if missing:
-        raise ValueError(f"{path}: missing vision-tower keys {missing[:5]}")
+        raise UserError(f"missing vision-tower keys {missing[:5]}", where=str(path),
+                        fix="vision.pretrained must hold the tower's state dict")
 
 
 def _build_hf(cfg: VisionConfig) -> VisionTower:
@@ -188,4 +229,4 @@ def build_vision_tower(cfg: VisionConfig) -> VisionTower:
         return _build_open_clip(cfg)
     if cfg.backend == "hf":
         return _build_hf(cfg)
-    raise ValueError(f"vision.backend={cfg.backend!r}: expected open_clip or hf")
+    raise ConfigError("vision.backend", cfg.backend, "open_clip or hf")

@@ -21,7 +21,9 @@ def setup(tmp_path_factory):
 
 
 def _rows(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    """(header, answer rows) of an answers file."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return rows[0]["rwkv_mm_answers_header"], rows[1:]
 
 
 def test_gqa_answers_score_and_resume(setup, capsys):
@@ -32,16 +34,17 @@ def test_gqa_answers_score_and_resume(setup, capsys):
             "--official", str(ev / "testdev_balanced_questions.json"), "--max-new-tokens", "3"]
     out = tmp / "gqa.jsonl"
     assert main(args + ["--answers", str(out), "--batch-size", "4"]) == 0
-    rows = _rows(out)
+    header, rows = _rows(out)
+    assert header["max_new_tokens"] == 3 and len(header["checkpoint"]["sha256"]) == 64
     n_questions = len((ev / "llava_gqa_testdev_balanced_questions.jsonl").read_text().splitlines())
     assert len(rows) == n_questions
     assert set(rows[0]) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
     assert "GQA accuracy" in capsys.readouterr().out
     score = json.loads((tmp / "gqa_score.json").read_text())
     assert score["n"] == n_questions and 0 <= score["accuracy"] <= 1
-    # a run killed mid-way: keep 5 answers and a torn line; the rerun answers only the rest
+    # a run killed mid-way: keep the header, 5 answers and a torn line; the rerun answers the rest
     lines = out.read_text().splitlines()
-    out.write_text("\n".join(lines[:5]) + "\n" + lines[5][:10])
+    out.write_text("\n".join(lines[:6]) + "\n" + lines[6][:10])
     assert main(args + ["--answers", str(out), "--no-cache", "--batch-size", "1"]) == 0
     from rwkv_mm.vision.evaluate import read_answers
     resumed = read_answers(out)

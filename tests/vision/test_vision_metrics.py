@@ -48,3 +48,17 @@ def test_pope_all_no_has_zero_f1_and_bad_labels_fail():
     assert m["f1"] == 0 and m["yes_ratio"] == 0 and m["accuracy"] == 0.5
     with pytest.raises(ValueError, match="label 0"):
         pope_metrics(["yes"], ["maybe"])
+
+
+def test_pope_f1_is_the_harmonic_mean_when_precision_and_recall_differ():
+    preds = ["Yes", "Yes, there is.", "Yes", "No", "No.", "There is not", "Yes", "No"]
+    labels = ["yes", "yes", "yes", "yes", "yes", "yes", "no", "no"]
+    # parsed: yes yes yes no no no yes no -> TP=3 (0,1,2), FN=3 (3,4,5), FP=1 (6), TN=1 (7)
+    m = pope_metrics(preds, labels)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (3, 1, 1, 3)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 6)
+    # F1 = 2PR / (P + R) = 2 * 0.75 * 0.5 / 1.25 = 0.6; the arithmetic mean (0.625) is wrong
+    assert m["f1"] == pytest.approx(0.6)
+    assert m["accuracy"] == pytest.approx(4 / 8)
+    assert m["yes_ratio"] == pytest.approx(4 / 8)
