@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rwkv_mm.backbone.files import atomic_write
+
 
 def plot_tagging(ap: list[float], names: list[str], out_path: str | Path,
                  history: list[tuple[int, float]] | None = None, title: str = "") -> Path:
@@ -37,9 +39,7 @@ def plot_tagging(ap: list[float], names: list[str], out_path: str | Path,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out_path = Path(out_path)
-    tmp = out_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out_path)
-    return out_path
+    try:
+        return atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
