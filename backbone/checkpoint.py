@@ -171,8 +171,12 @@ def check_weights(sd: dict[str, torch.Tensor], source: str) -> None:
 
 
 def check_weight_dtypes(sd: dict[str, torch.Tensor], source: str) -> None:
-    """Every tensor is floating-point (integer, bool and complex tensors are named and refused)."""
+    """Every tensor is a dense floating-point one (integer, bool, complex and sparse tensors are
+    named and refused)."""
     for key, value in sd.items():
+        if value.layout != torch.strided:
+            raise CheckpointError(f"tensor '{key}' is {str(value.layout).removeprefix('torch.')}; weights must "
+                                  "be dense tensors", where=source)
         if not value.is_floating_point():
             raise CheckpointError(f"tensor '{key}' has dtype {str(value.dtype).removeprefix('torch.')}; "
                                   "weights must be floating-point", where=source,

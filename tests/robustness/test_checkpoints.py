@@ -302,6 +302,13 @@ def test_non_float_weights_are_refused_by_key(tmp_path, dtype):
                       str(dtype).removeprefix("torch."))
 
 
+def test_sparse_weights_are_refused_by_key(tmp_path):
+    sd = tiny().state_dict()
+    sd["blocks.0.ffn.key.weight"] = sd["blocks.0.ffn.key.weight"].to_sparse()
+    assert_user_error(run_cli("info", saved_state_dict(tmp_path, sd)), "bad.pth", "blocks.0.ffn.key.weight",
+                      "sparse")
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_weights_are_refused_by_key(tmp_path, value):
     """Before: NaN weights loaded and sampled garbage with exit 0."""
