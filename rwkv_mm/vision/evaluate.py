@@ -78,10 +78,12 @@ def answer_questions(answerer: VisualAnswerer, questions: list[Question], out_pa
 
 def skipped_note(skipped: list[SkippedQuestion], total: int) -> str:
     """One line for the summary: how many of `total` questions were skipped and why it matters."""
-    images = len({s.image for s in skipped})
-    return (f"{len(skipped)} of {total} questions skipped ({images} unreadable image(s)); they are "
-            "excluded from the denominator: e.g. " +
-            "; ".join(f"{s.qid} ({s.image}: {s.reason})" for s in skipped[:3]))
+    reasons = {s.image: s.reason for s in skipped}  # one reason per unreadable image
+    ids = ", ".join(s.qid for s in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+    images = "; ".join(f"{image}: {reason}" for image, reason in list(reasons.items())[:3])
+    more = f" and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+    return (f"{len(skipped)} of {total} questions skipped, excluded from the denominator ({ids}); "
+            f"{len(reasons)} unreadable image(s): {images}{more}")
 
 
 def score_gqa(questions: list[Question], answers: dict[str, str], truth: dict[str, str],
