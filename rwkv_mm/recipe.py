@@ -161,9 +161,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]) and isinstance(value, dict):
+            return _convert(value, options[0], where)  # `Section | None`: its error names the inner key
+        for arg in options:
             try:
                 return _convert(value, arg, where)
             except RecipeError:

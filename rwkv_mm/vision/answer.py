@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
-from rwkv_mm.backbone import GoldFinchState, RWKVState
+from rwkv_mm.backbone import GoldFinchState, RWKVState, SamplingConfig, sample_logits
 from rwkv_mm.errors import UserError
 
 from .conversation import IMAGE_TOKEN_ID, ChatTemplate, encode_conversation
 from .image_io import ImageReadError
 from .model import VisualRWKV
+
+_GREEDY = SamplingConfig(temperature=0.0)
 
 State = RWKVState | GoldFinchState
 
@@ -138,8 +140,8 @@ class VisualAnswerer:
         out: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
         end = self.template.turn_end
-        for _ in range(self.max_new_tokens):
-            next_tokens = logits.argmax(dim=-1)  # [B]
+        for t in range(self.max_new_tokens):
+            next_tokens = sample_logits(logits, _GREEDY, step=t + 1)  # [B]; non-finite logits raise
             for b in range(B):
                 if done[b]:
                     continue

@@ -69,3 +69,15 @@ def test_cache_is_keyed_by_image(tmp_path):
     ans = _answerer(model)
     ans.answer([Question("1", a, "What?"), Question("2", b, "What?")])
     assert ans.stats["prefix_computed"] == 2
+
+
+def test_non_finite_logits_stop_the_answers_with_a_user_error(tmp_path):
+    """A model with NaN weights must not 'answer' with empty strings (greedy argmax of NaN)."""
+    from rwkv_mm.backbone.sampling import NonFiniteLogitsError
+
+    model = tiny_visual_model()
+    with torch.no_grad():
+        model.rwkv.head.weight.fill_(float("nan"))
+    answerer = _answerer(model)
+    with pytest.raises(NonFiniteLogitsError, match="non-finite logits"):
+        answerer.answer(_questions(_images(tmp_path, 1)))
