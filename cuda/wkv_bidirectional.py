@@ -9,16 +9,18 @@ Used by AudioRWKV (and any encoder over a whole sequence). With e_j = exp(w_j) a
 both scans use the same per-token decays (each key is decayed by the tokens strictly between it
 and the query, whichever side it is on). The forward part is exactly ``wkv(r, k, v, w, u)``;
 the backward part is ``wkv`` over the time-reversed sequence with a zero bonus (the current
-token is counted once, in the forward part). Both go through the public ``wkv``, so the CUDA
-kernel is used automatically for CUDA tensors once it exists, and autograd gives every gradient.
+token is counted once, in the forward part). Both scans go through the public ``wkv``, so the
+one dispatcher there picks their implementation by the same rule as for any causal call (the
+CUDA kernels for CUDA tensors they cover, else the chunked form; the step for T = 1), and
+autograd gives every gradient.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .contract import check_wkv_inputs
 from .wkv import wkv
-from .wkv_chunked import check_wkv_args
 
 __all__ = ["wkv_bidirectional"]
 
@@ -48,9 +50,9 @@ def wkv_bidirectional(
         y [B, T, H, N] in ``r``'s dtype (internal math fp32, fp64 for fp64 inputs).
 
     Raises:
-        ValueError: when a shape disagrees with the WKV contract (the message names the argument).
+        WkvInputError: an input breaks the WKV contract (the message names the argument).
     """
-    check_wkv_args(r, k, v, w, u, None)
+    check_wkv_inputs(r, k, v, w, u, None)
     y_fwd, _ = wkv(r, k, v, w, u)  # [B, T, H, N]: keys i <= t
     y_bwd, _ = wkv(_flip_time(r), _flip_time(k), _flip_time(v), _flip_time(w), torch.zeros_like(u))
     return y_fwd + _flip_time(y_bwd)  # keys i > t

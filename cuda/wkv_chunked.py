@@ -30,7 +30,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["wkv_chunked", "check_wkv_args", "DEFAULT_CHUNK_SIZE", "DEFAULT_SUB_CHUNK"]
+from .contract import check_wkv_inputs, compute_dtype, empty_sequence_result
+
+__all__ = ["wkv_chunked", "DEFAULT_CHUNK_SIZE", "DEFAULT_SUB_CHUNK"]
 
 #: Positions per chunk (the N x N state is materialised once per chunk); ``sub_chunk`` times a
 #: power of 2. 32 and 64 measure the same on a 2-core CPU at T=1024; 32 is faster for short T.
@@ -41,38 +43,6 @@ DEFAULT_SUB_CHUNK = 4
 # Sums of log decays below the floor are raised to it before exp (see the module docstring);
 # fp64 (tests) keeps far more range.
 _LOG_FLOOR = {torch.float32: -25.0, torch.float64: -200.0}
-
-
-def check_wkv_args(
-    r: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor,
-    u: torch.Tensor,
-    state: torch.Tensor | None,
-    single_step: bool = False,
-) -> None:
-    """Raise ValueError unless r, k, v, w are [B, T, H, N] ([B, H, N] with `single_step`),
-    u is [H, N] and state [B, H, N, N]."""
-    layout = "[B, H, N]" if single_step else "[B, T, H, N]"
-    if r.dim() != (3 if single_step else 4):
-        raise ValueError(f"r must be {layout}, got shape {tuple(r.shape)}")
-    for name, x in (("k", k), ("v", v), ("w", w)):
-        if x.shape != r.shape:
-            raise ValueError(f"{name} must have r's shape {tuple(r.shape)}, got shape {tuple(x.shape)}")
-    B, H, N = r.shape[0], r.shape[-2], r.shape[-1]
-    if u.shape != (H, N):
-        raise ValueError(f"u must be [H, N] = {(H, N)}, got shape {tuple(u.shape)}")
-    if state is not None and state.shape != (B, H, N, N):
-        raise ValueError(f"state must be [B, H, N, N] = {(B, H, N, N)}, got shape {tuple(state.shape)}")
-    for name, x in (("r", r), ("k", k), ("v", v), ("w", w), ("u", u)):
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype} with shape {tuple(x.shape)}")
-
-
-def _compute_dtype(*xs: torch.Tensor | None) -> torch.dtype:
-    """fp32, or fp64 when any input is fp64 (used by tight gradient tests)."""
-    return torch.float64 if any(x is not None and x.dtype == torch.float64 for x in xs) else torch.float32
 
 
 def _decay(x: torch.Tensor) -> torch.Tensor:
@@ -213,19 +183,22 @@ def wkv_chunked(
         ``(y, state_out)``: y [B, T, H, N] in ``r``'s dtype, state_out [B, H, N, N] in fp32
         (fp64 when an input is fp64). Gradients flow to r, k, v, w, u and ``state``.
 
+    Raises:
+        WkvInputError: an input breaks the contract (`rwkv_mm.kernels.contract`).
+        ValueError: chunk_size is not sub_chunk times a power of two.
+
     Decay products below e^-25 (fp32; e^-200 for fp64) are rounded up to it: a change of at most
     1.4e-11 relative to the terms they are summed with.
     """
-    check_wkv_args(r, k, v, w, u, state)
+    check_wkv_inputs(r, k, v, w, u, state)
     ratio = chunk_size // sub_chunk if sub_chunk > 0 else 0
     if sub_chunk < 1 or chunk_size % sub_chunk or ratio & (ratio - 1):
         raise ValueError(f"chunk_size ({chunk_size}) must be sub_chunk ({sub_chunk}) times a power of two")
     B, T, H, N = r.shape
-    dt = _compute_dtype(r, k, v, w, u, state)
-    st = None if state is None else state.to(dt)
+    dt = compute_dtype(r, k, v, w, u, state)
     if T == 0:
-        s_out = st.clone() if st is not None else torch.zeros(B, H, N, N, dtype=dt, device=r.device)
-        return r.new_zeros(B, 0, H, N), s_out
+        return empty_sequence_result(r, state, dt)
+    st = None if state is None else state.to(dt)
 
     # Short inputs: don't pad a handful of tokens up to a whole chunk.
     c = min(sub_chunk, T)

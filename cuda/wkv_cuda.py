@@ -18,8 +18,11 @@ other user can write (`native_cache.private_dir`: the folder is this user's and 
 group/world-writable, and so is the path to it); else it is built in a private temp folder for
 this process, so a library planted in a shared cache is never loaded. Anything that makes a build
 impossible (a CPU-only torch, no CUDA toolkit, no ninja, a compile error) raises `WkvBuildError`
-naming the cause; `wkv_cuda_or_fallback` -- what `rwkv_mm.kernels.wkv.wkv` uses for CUDA tensors --
-then warns once and runs the chunked PyTorch form instead.
+naming the cause.
+
+This module only runs the kernels and says what they cover (`kernels_cover`); it never falls back.
+Choosing them -- or the chunked form when they don't cover the inputs or can't be built (warned
+once) -- is the dispatcher's job (`rwkv_mm.kernels.wkv.choose_wkv_impl`).
 """
 
 from __future__ import annotations
@@ -28,23 +31,23 @@ import hashlib
 import os
 import shutil
 import sys
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import native_cache
-from .wkv_chunked import check_wkv_args, wkv_chunked
+from .contract import check_wkv_inputs, compute_dtype, empty_sequence_result
 
 __all__ = [
     "HEAD_SIZES",
+    "KERNEL_DTYPES",
     "WkvBuildError",
     "build",
     "find_cuda_home",
+    "kernels_cover",
     "wkv_cuda",
-    "wkv_cuda_or_fallback",
 ]
 
 #: Head sizes the kernels are written for (one build each).
@@ -52,14 +55,21 @@ HEAD_SIZES = (32, 64, 128)
 #: Sources, relative to this module's folder (the header is found through the include path).
 SOURCES = ("wkv_cuda.cpp", "wkv_cuda.cu")
 SOURCE_DIR = Path(__file__).resolve().parent
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: Input dtypes the kernels take (r, k, v of one of these; w of the same or fp32).
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 _builds: dict[tuple[Any, ...], Any] = {}
-_failed: dict[int, str] = {}  # head size -> why its build failed (warned once)
 
 
 class WkvBuildError(RuntimeError):
     """The WKV CUDA extension cannot be built or loaded here; the message says what is missing."""
+
+
+def kernels_cover(dtypes: Iterable[torch.dtype], head_size: int, seq_len: int) -> bool:
+    """Whether the kernels are written for these inputs: every dtype of r, k, v, w in
+    `KERNEL_DTYPES`, head size in `HEAD_SIZES`, and a non-empty sequence. Says nothing about
+    whether they can be built here (`build` raises `WkvBuildError` when not)."""
+    return head_size in HEAD_SIZES and seq_len > 0 and all(dt in KERNEL_DTYPES for dt in dtypes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +287,7 @@ def _channels_dense(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _kernel_dtype(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
     dt = r.dtype if r.dtype == k.dtype == v.dtype else torch.promote_types(torch.promote_types(r.dtype, k.dtype), v.dtype)
-    if dt not in _KERNEL_DTYPES:
+    if dt not in KERNEL_DTYPES:
         raise ValueError(f"the WKV CUDA kernels take float32, float16 or bfloat16 inputs, got {dt}")
     return dt
 
@@ -322,47 +332,18 @@ def wkv_cuda(
         ``(y, state_out)``: y [B, T, H, N] in ``r``'s dtype, state_out [B, H, N, N] fp32.
 
     Raises:
-        ValueError: a shape, dtype, device or head size the kernels don't take.
+        WkvInputError: an input breaks the contract (`rwkv_mm.kernels.contract`).
+        ValueError: a device, dtype or head size the kernels don't take.
         WkvBuildError: the extension cannot be built here.
     """
-    check_wkv_args(r, k, v, w, u, state)
+    check_wkv_inputs(r, k, v, w, u, state)
     tensors = [x for x in (r, k, v, w, u, state) if x is not None]
     if not all(x.is_cuda and x.device == r.device for x in tensors):
         raise ValueError("wkv_cuda needs all tensors on one CUDA device")
     _kernel_dtype(r, k, v)
     if r.shape[1] == 0:
-        return wkv_chunked(r, k, v, w, u, state)
+        return empty_sequence_result(r, state, compute_dtype(r, k, v, w, u, state))
     ext = build(r.shape[-1])
     with torch.cuda.device(r.device):
         return _apply(r, k, v, w, u, state, ext)
 
-
-def wkv_cuda_or_fallback(
-    r: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    w: torch.Tensor,
-    u: torch.Tensor,
-    state: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`wkv_cuda` where the kernels apply, else the chunked form; same contract.
-
-    The chunked form runs, silently, for head sizes outside `HEAD_SIZES` and for fp64 inputs, and
-    -- after one warning per head size -- when the extension cannot be built.
-    """
-    N = r.shape[-1]
-    usable = (
-        N in HEAD_SIZES
-        and N not in _failed
-        and all(x.dtype in _KERNEL_DTYPES for x in (r, k, v, w))
-        and r.shape[1] > 0
-    )
-    if usable:
-        try:
-            build(N)
-        except WkvBuildError as e:
-            _failed[N] = str(e)
-            warnings.warn(f"WKV CUDA kernels unavailable, using the chunked PyTorch form: {e}", RuntimeWarning, stacklevel=2)
-        else:
-            return wkv_cuda(r, k, v, w, u, state)
-    return wkv_chunked(r, k, v, w, u, state)

@@ -1,8 +1,9 @@
 """The WKV recurrence as a plain loop over time: the slow, obviously-correct truth.
 
-Used only by tests and benchmarks. It is written independently of the decode step
-(`rwkv_mm.kernels.wkv.wkv_step`) and of the chunked form, so comparisons between them mean
-something.
+Used by tests and benchmarks (the dispatcher in `rwkv_mm.kernels.wkv` lists it as "reference"
+but never picks it itself). Apart from the shared contract check it is written independently of
+the decode step (`rwkv_mm.kernels.wkv_recurrent`) and of the chunked form, so comparisons
+between them mean something.
 
 Recurrence per (batch, head), with S an N x N matrix indexed [key, value]:
 
@@ -15,6 +16,8 @@ Recurrence per (batch, head), with S an N x N matrix indexed [key, value]:
 from __future__ import annotations
 
 import torch
+
+from .contract import check_wkv_inputs
 
 __all__ = ["wkv_reference"]
 
@@ -38,7 +41,11 @@ def wkv_reference(
         ``(y, state_out)``: y [B, T, H, N] in ``r``'s dtype and the final state [B, H, N, N].
         The math runs in fp32 (fp64 when any input is fp64, which the gradient tests use), and the
         state is returned in that dtype.
+
+    Raises:
+        WkvInputError: an input breaks the contract (`rwkv_mm.kernels.contract`).
     """
+    check_wkv_inputs(r, k, v, w, u, state)
     B, T, H, N = r.shape
     dt = torch.float64 if torch.float64 in {x.dtype for x in (r, k, v, w, u)} else torch.float32
     if state is None:

@@ -15,9 +15,9 @@ import torch
 from test_wkv import make_inputs
 from wkv_compare import NAMES, assert_close, rel_rms, run_both
 
-from rwkv_mm.kernels.wkv import _cuda_impl, wkv
+from rwkv_mm.kernels.wkv import _cuda_impl, wkv, wkv_cuda_or_fallback
 from rwkv_mm.kernels.wkv_chunked import wkv_chunked
-from rwkv_mm.kernels.wkv_cuda import wkv_cuda, wkv_cuda_or_fallback
+from rwkv_mm.kernels.wkv_cuda import wkv_cuda
 from rwkv_mm.kernels.wkv_reference import wkv_reference
 
 pytestmark = [

@@ -10,7 +10,8 @@
   torch ops.
 
 Skipped only when torch has no CUDA build or no CUDA toolkit is found. The remaining tests check
-the build errors' messages and the fallback to the chunked form, with no compiler at all.
+the build errors' messages and the fallback to the chunked form (decided by the dispatcher in
+`rwkv_mm.kernels.wkv`), with no compiler at all.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from rwkv_mm.kernels import wkv as dispatch
 from rwkv_mm.kernels import wkv_cuda
+from rwkv_mm.kernels.wkv import wkv_cuda_or_fallback
 from rwkv_mm.kernels.wkv_chunked import wkv_chunked
-from rwkv_mm.kernels.wkv_cuda import WkvBuildError, build, find_cuda_home, wkv_cuda_or_fallback
+from rwkv_mm.kernels.wkv_cuda import WkvBuildError, build, find_cuda_home
 
 CUDA_HOME = find_cuda_home() if torch.version.cuda is not None else None
 needs_nvcc = pytest.mark.skipif(CUDA_HOME is None, reason="needs a CUDA build of torch and a CUDA toolkit (nvcc)")
@@ -107,7 +110,7 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch):
         raise WkvBuildError("no CUDA toolkit found (test)")
 
     monkeypatch.setattr(wkv_cuda, "build", failing_build)
-    monkeypatch.setattr(wkv_cuda, "_failed", {})
+    monkeypatch.setattr(dispatch, "_failed_builds", {})
     inputs = _inputs(64)
     with pytest.warns(RuntimeWarning, match="chunked PyTorch form: no CUDA toolkit found"):
         y, s = wkv_cuda_or_fallback(*inputs)
