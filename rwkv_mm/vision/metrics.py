@@ -1,25 +1,42 @@
-"""GQA and POPE scoring rules (LLaVA's evaluation scripts' conventions)."""
+"""GQA and POPE scoring rules (LLaVA's evaluation scripts' conventions).
+
+GQA as LLaVA-1.5 scores it (VisualRWKV's `eval_gqa.sh` runs the same converter), in three steps:
+
+1. `llava/eval/model_vqa_loader.py` writes the decoded output `.strip()`-ed as the answer's "text"
+   (our `VisualAnswerer` strips its answers the same way);
+2. `scripts/convert_gqa_for_eval.py` turns each "text" into `text.rstrip('.').lower()` (every
+   trailing period, no second strip) and writes `[{"questionId", "prediction"}]`;
+3. the official GQA `eval.py` counts `prediction == answer` (exact, the official answer as is).
+
+So 'Yes..' -> 'yes' (right), 'No...' -> 'no', but 'yes .' -> 'yes ' (wrong: the space stays).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 
+def llava_gqa_prediction(text: str) -> str:
+    """Step 2, `convert_gqa_for_eval.py` on an answers file's "text": `text.rstrip('.').lower()`."""
+    return text.rstrip(".").lower()
+
+
 def normalize_gqa_answer(text: str) -> str:
-    """Strip whitespace and one trailing '.', lowercase (then exact match)."""
-    text = text.strip()
-    if text.endswith("."):
-        text = text[:-1]
-    return text.strip().lower()
+    """A decoded answer as LLaVA's protocol scores it: strip (step 1), then step 2.
+
+    On the "text" of an answers file (stripped when it was written, ours as LLaVA's) this is
+    exactly `llava_gqa_prediction`, i.e. what LLaVA's converter writes."""
+    return llava_gqa_prediction(text.strip())
 
 
 def gqa_accuracy(predictions: Sequence[str], answers: Sequence[str]) -> float:
-    """Exact-match accuracy after normalising both sides."""
+    """Exact-match accuracy (step 3): `normalize_gqa_answer(prediction) == answer`, the official
+    answer compared as it is (GQA's answers are lowercase words without punctuation)."""
     if len(predictions) != len(answers):
         raise ValueError(f"{len(predictions)} predictions for {len(answers)} answers")
     if not answers:
         return float("nan")
-    hits = sum(normalize_gqa_answer(p) == normalize_gqa_answer(a) for p, a in zip(predictions, answers))
+    hits = sum(normalize_gqa_answer(p) == a for p, a in zip(predictions, answers))
     return hits / len(answers)
 
 

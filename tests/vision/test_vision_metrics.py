@@ -8,7 +8,7 @@ from rwkv_mm.vision.metrics import gqa_accuracy, normalize_gqa_answer, parse_pop
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("Red.", "red"), ("  left  ", "left"), ("Yes", "yes"), ("A.B.", "a.b"), ("", ""), ("no..", "no."),
+    ("Red.", "red"), ("  left  ", "left"), ("Yes", "yes"), ("A.B.", "a.b"), ("", ""), ("no..", "no"),
 ])
 def test_gqa_normalisation(text, expected):
     assert normalize_gqa_answer(text) == expected
