@@ -2,7 +2,9 @@
 POPE evaluation files in their official formats). The tiny recipes call the same function
 themselves when `data.synthetic: true`.
 
-    python data/build_visual_synth.py [--root data/visual_synth] [--n-train 1000] [--n-eval 40]
+    python data/build_visual_synth.py [--root runs/data/visual_synth] [--n-train 1000] [--n-eval 40]
+
+The set is written under the working folder (like every generated set: `runs/data/...`).
 """
 
 import argparse
@@ -13,7 +15,7 @@ from rwkv_mm.vision.synth import build_synthetic_visual
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="data/visual_synth")
+    ap.add_argument("--root", default="runs/data/visual_synth")
     ap.add_argument("--n-train", type=int, default=1000)
     ap.add_argument("--n-eval", type=int, default=40)
     ap.add_argument("--max-objects", type=int, default=1)

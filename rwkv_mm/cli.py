@@ -14,7 +14,7 @@ from rwkv_mm.cli_types import (finite_float, int_in, non_empty_str, non_negative
 def _tokenizer_name(name: str) -> str:
     """A tokenizer name that `load_tokenizer` knows (argparse `type=`)."""
     import rwkv_mm.music  # noqa: F401 — registers "abc-bytes"
-    from rwkv_mm.backbone.tokenizer import available_tokenizers
+    from rwkv_mm.backbone import available_tokenizers
 
     if name.strip().lower() not in available_tokenizers():
         raise argparse.ArgumentTypeError(f"unknown tokenizer {name!r}; available: "
@@ -65,8 +65,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_init(args: argparse.Namespace) -> int:
     import torch
 
-    from rwkv_mm.backbone import RWKVConfig, save_model
-    from rwkv_mm.backbone.build import build_backbone
+    from rwkv_mm.backbone import RWKVConfig, build_backbone, save_model
 
     from rwkv_mm.errors import ConfigError, UserError
 
@@ -108,10 +107,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from rwkv_mm.cpu import tune_malloc
     from rwkv_mm.recipe import dump_yaml, load_recipe
+    from rwkv_mm.shipped import resolve_shipped_paths
     from rwkv_mm.training.run_dir import run_recipe
     from rwkv_mm.training.trainer import maybe_init_distributed
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = resolve_shipped_paths(load_recipe(args.recipe, args.overrides))
     run_dir = Path(args.run_dir or Path("runs") / recipe.source.stem)
     rank0 = not maybe_init_distributed() or torch_rank() == 0
     if rank0:
@@ -145,6 +145,33 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for name, runner, description in rows:
         print(f"{name:{w_name}s}  {runner:{w_runner}s}  {description}".rstrip())
     return 0
+
+
+class _OnlyNamed:
+    """Stands in for an argparse subparsers object and keeps only the commands in `names`: how a
+    modality's group commands are also added at the top level (`rwkv-mm chat` = `vision chat`)."""
+
+    def __init__(self, sub, names: tuple[str, ...], group: str) -> None:
+        self._sub, self._names, self._group = sub, names, group
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        if name in self._names:
+            kwargs["help"] = f"= {self._group} {name}: {kwargs.get('help', '')}".rstrip(": ")
+            return self._sub.add_parser(name, **kwargs)
+        return argparse.ArgumentParser(prog=name, add_help=False)  # another command: dropped
+
+
+def add_modality_groups(sub) -> None:
+    """One command group per declared modality (`rwkv-mm music|vision|audio ...`, see
+    `rwkv_mm.modalities`), plus the top-level aliases a modality keeps (`chat`, `eval`)."""
+    from rwkv_mm.modalities import modalities
+
+    for modality in modalities():
+        group = sub.add_parser(modality.name, help=modality.summary, description=modality.summary)
+        commands = group.add_subparsers(dest=f"{modality.name}_command", required=True, metavar="COMMAND")
+        modality.add_commands(commands)
+        if modality.aliases:
+            modality.add_commands(_OnlyNamed(sub, modality.aliases, modality.name))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,17 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--root", default=None, help="list this folder instead of the shipped recipes")
     ls.set_defaults(func=_cmd_ls)
 
-    from rwkv_mm.music.cli import add_music_parser
     from rwkv_mm.quickstart import add_quickstart_parser
-    from rwkv_mm.audio.cli import add_audio_parser
-    from rwkv_mm.vision.chat import add_chat_parser
-    from rwkv_mm.vision.evaluate import add_eval_parser
 
     add_quickstart_parser(sub)
-    add_music_parser(sub)
-    add_chat_parser(sub)
-    add_eval_parser(sub)
-    add_audio_parser(sub)
+    add_modality_groups(sub)
 
     n = sub.add_parser("info", help="print the architecture inferred from a checkpoint")
     n.add_argument("checkpoint")

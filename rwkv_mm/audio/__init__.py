@@ -15,5 +15,6 @@ Modules (one job each):
     tagger      tagging files
     synth       the synthetic sound-event set
     config      recipe sections (data, features, eval)
-    cli         `rwkv-mm audio …` (add_audio_parser)
+    cli         `rwkv-mm audio …` (add_commands)
+    modality    the declaration: CLI group, quickstart part (rwkv_mm.modalities)
 """

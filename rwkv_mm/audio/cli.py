@@ -46,8 +46,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         from rwkv_mm.audio.config import load_splits
         from rwkv_mm.audio.datasets import collate_clips
         from rwkv_mm.recipe import load_recipe
+        from rwkv_mm.shipped import resolve_shipped_paths
 
-        recipe = load_recipe(args.source, args.overrides)
+        recipe = resolve_shipped_paths(load_recipe(args.source, args.overrides))
         cfg_run = recipe.config
         if not hasattr(cfg_run, "features") or not hasattr(cfg_run, "data"):
             raise UserError(f"runner {recipe.runner!r} has no audio data/features sections", where=str(recipe.source),
@@ -138,12 +139,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_audio_parser(sub) -> None:
-    """Register `rwkv-mm audio {stats,average,tag,synth}` on the CLI's subparsers."""
-    a = sub.add_parser("audio", help="audio tagging (AudioRWKV): stats, average, tag, synth")
-    asub = a.add_subparsers(dest="audio_command", required=True)
-
-    s = asub.add_parser("stats", help="fbank mean/std of a recipe's data (or a folder of clips) for features.stats")
+def add_commands(sub) -> None:
+    """Register `stats`, `average`, `tag` and `synth` on `sub` (the `audio` group's subparsers)."""
+    s = sub.add_parser("stats", help="fbank mean/std of a recipe's data (or a folder of clips) for features.stats")
     s.add_argument("source", help="an audio recipe (name or path) or a folder of audio files")
     s.add_argument("overrides", nargs="*", help="recipe overrides, e.g. data.max_train_clips=5000")
     s.add_argument("--split", choices=("train", "eval"), default="train")
@@ -154,21 +152,21 @@ def add_audio_parser(sub) -> None:
     s.add_argument("--device", type=torch_device, default="cpu")
     s.set_defaults(func=_cmd_stats)
 
-    v = asub.add_parser("average", help="average the weights of the last K tagger checkpoints")
+    v = sub.add_parser("average", help="average the weights of the last K tagger checkpoints")
     v.add_argument("checkpoints", nargs="*", help="tagger checkpoints (model.pt / step_*.pt), oldest first")
     v.add_argument("--run-dir", default=None, help="take the step_*.pt snapshots of this run")
     v.add_argument("--last", type=non_negative_int, default=0, help="average only the last K (0 = all)")
     v.add_argument("--out", default=None, help="default: <run-dir>/model_avg.pt")
     v.set_defaults(func=_cmd_average)
 
-    t = asub.add_parser("tag", help="top-k labels of audio files with a trained tagger")
+    t = sub.add_parser("tag", help="top-k labels of audio files with a trained tagger")
     t.add_argument("files", nargs="+")
     t.add_argument("--checkpoint", required=True, help="a tagger checkpoint (the runner's model.pt)")
     t.add_argument("--top-k", type=positive_int, default=5, help="labels shown per file (>= 1)")
     t.add_argument("--device", type=torch_device, default="cpu")
     t.set_defaults(func=_cmd_tag)
 
-    g = asub.add_parser("synth", help="generate the synthetic multi-label sound-event set")
+    g = sub.add_parser("synth", help="generate the synthetic multi-label sound-event set")
     g.add_argument("--out", default="runs/data/audio_synth")
     g.add_argument("--n-train", type=int, default=1000)
     g.add_argument("--n-eval", type=int, default=250)

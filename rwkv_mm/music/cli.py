@@ -1,4 +1,5 @@
-"""`rwkv-mm music generate` and `rwkv-mm music eval-positions`."""
+"""`rwkv-mm music generate` and `rwkv-mm music eval-positions` (the `music` group's commands,
+registered through `rwkv_mm.music.modality`)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ def _cmd_eval_positions(args: argparse.Namespace) -> int:
     from .corpus import load_tunes
     from .positions import gaussian_smooth, per_position_loss, plot_position_curves
     from .tokenizer import ByteTokenizer
+    from rwkv_mm.shipped import resolve_shipped
 
-    tunes, _ = load_tunes(args.tunes)  # CorpusError (exit 2) when the file holds no tune
+    tunes, _ = load_tunes(resolve_shipped(args.tunes))  # CorpusError (exit 2) when the file holds no tune
     tunes = tunes[: args.max_tunes] if args.max_tunes > 0 else tunes
     tok = ByteTokenizer()
     seqs = [tok.encode_tune(t) for t in tunes]
@@ -78,12 +80,9 @@ def _cmd_eval_positions(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_music_parser(sub) -> None:
-    """Register `music generate` and `music eval-positions` on the top-level subparsers."""
-    music = sub.add_parser("music", help="ABC music: generate tunes, loss vs position")
-    msub = music.add_subparsers(dest="music_command", required=True)
-
-    g = msub.add_parser("generate", help="sample tunes from a byte-level model; writes .abc and .mid")
+def add_commands(sub) -> None:
+    """Register `generate` and `eval-positions` on `sub` (the `music` group's subparsers)."""
+    g = sub.add_parser("generate", help="sample tunes from a byte-level model; writes .abc and .mid")
     g.add_argument("--checkpoint", required=True)
     g.add_argument("--n", type=positive_int, default=10, help="number of tunes")
     g.add_argument("--control-codes", default="", help='IrishMAN control codes, e.g. "S:2\\nB:9\\nE:4\\nB:9"')
@@ -97,9 +96,10 @@ def add_music_parser(sub) -> None:
     g.add_argument("--out", default="runs/music_tunes")
     g.set_defaults(func=_cmd_generate)
 
-    e = msub.add_parser("eval-positions", help="loss at every position of held-out tunes (paper Fig. 8)")
+    e = sub.add_parser("eval-positions", help="loss at every position of held-out tunes (paper Fig. 8)")
     e.add_argument("--checkpoint", nargs="+", required=True, help="one or more models, one curve each")
-    e.add_argument("--tunes", default="data/music/validation.json")
+    e.add_argument("--tunes", default="pkg:data/music/validation.json",
+                   help="IrishMAN JSON, .abc file or folder (default: the bundled validation tunes)")
     e.add_argument("--max-len", type=positive_int, default=1024)
     e.add_argument("--max-tunes", type=non_negative_int, default=0, help="0 = all")
     e.add_argument("--sigma", type=non_negative_float, default=10.0,

@@ -8,8 +8,11 @@ A runner is `fn(config, run_dir, resume) -> summary dict` plus the dataclass its
     def run(cfg: MusicRunConfig, run_dir: Path, resume: bool) -> dict: ...
 
 Modules here are discovered (pkgutil) and imported on the first lookup, so adding a stage means
-adding one file (and its recipe): no central list to edit. A module that fails to import does
-not hide the others; its error is reported when a runner name is not found.
+adding one file (and its recipe): no central list to edit. A modality package may keep its
+runner inside itself instead and name the module in its declaration
+(`Modality(runners=("rwkv_mm.<name>.runner",))`, see `rwkv_mm.modalities`); those modules are
+imported on the first lookup too. A module that fails to import does not hide the others; its
+error is reported when a runner name is not found.
 """
 
 from __future__ import annotations
@@ -70,13 +73,15 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    for module in pkgutil.iter_modules(__path__):
-        if module.name.startswith("_"):
-            continue
+    from rwkv_mm.modalities import modalities
+
+    names = [f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    names += [module for modality in modalities() for module in modality.runners]
+    for name in names:
         try:
-            importlib.import_module(f"{__name__}.{module.name}")
+            importlib.import_module(name)
         except ImportError as err:  # e.g. an optional dependency of one modality is missing
-            _IMPORT_ERRORS[module.name] = f"{type(err).__name__}: {err}"
+            _IMPORT_ERRORS[name] = f"{type(err).__name__}: {err}"
 
 
 def list_runners() -> list[Runner]:
@@ -93,7 +98,7 @@ def get_runner(name: str) -> Runner:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         msg = f"unknown runner {name!r}{hint} (known runners: {', '.join(sorted(_REGISTRY)) or 'none'})"
         if _IMPORT_ERRORS:
-            failed = "; ".join(f"{__name__}.{m}: {e}" for m, e in sorted(_IMPORT_ERRORS.items()))
+            failed = "; ".join(f"{m}: {e}" for m, e in sorted(_IMPORT_ERRORS.items()))
             msg += f"; runner modules that failed to import: {failed}"
         raise ValueError(msg)
     return _REGISTRY[name]

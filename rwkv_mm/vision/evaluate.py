@@ -1,4 +1,4 @@
-"""`rwkv-mm eval gqa|pope`: answer benchmark questions, resumably, and score them.
+"""`rwkv-mm vision eval gqa|pope` (alias `rwkv-mm eval`): answer benchmark questions, resumably, and score them.
 
 Answers are appended to a JSON-lines file in LLaVA's answer format (`question_id`, `prompt`,
 `text`, `answer_id`, `model_id`, `metadata`) after every batch (flushed and fsynced), so a
@@ -22,7 +22,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rwkv_mm.cli_types import non_negative_int, positive_int
 from rwkv_mm.errors import UserError
 
 from .answer import Question, SkippedQuestion, VisualAnswerer, answer_in_batches
@@ -240,37 +239,4 @@ def format_pope_table(results: dict[str, dict]) -> str:
     mean_f1 = sum(r["f1"] for r in results.values()) / len(results)
     lines.append(f"| **mean F1** | | | | **{100 * mean_f1:.2f}** | | |")
     return "\n".join(lines)
-
-
-def add_eval_parser(sub) -> None:
-    """Register `rwkv-mm eval gqa` and `rwkv-mm eval pope`."""
-    e = sub.add_parser("eval", help="evaluate a VisualRWKV model on GQA or POPE (resumable, image-state cache)")
-    bench = e.add_subparsers(dest="benchmark", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", required=True, help="VisualRWKV model folder or released .pth")
-        p.add_argument("--images", required=True, help="image folder (GQA images / COCO val2014)")
-        p.add_argument("--batch-size", type=positive_int, default=8, help="questions decoded together")
-        p.add_argument("--max-new-tokens", type=positive_int, default=16)
-        p.add_argument("--no-cache", action="store_true", help="re-encode the image for every question")
-        p.add_argument("--limit", type=non_negative_int, default=0,
-                       help="only the first N questions (per split; 0 = all)")
-        p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
-                       help="an unreadable image: stop with an error naming it (raise), or leave its "
-                            "questions out of the score and list them in the summary (skip)")
-
-    g = bench.add_parser("gqa", help="GQA testdev-balanced: answers JSONL + exact-match accuracy")
-    common(g)
-    g.add_argument("--questions", required=True,
-                   help="llava_gqa_testdev_balanced_questions.jsonl or the official testdev_balanced_questions.json")
-    g.add_argument("--answers", required=True, help="answers JSONL (appended; reruns resume)")
-    g.add_argument("--official", help="official testdev_balanced_questions.json (answers) for scoring")
-    g.set_defaults(func=_cmd_gqa)
-
-    p = bench.add_parser("pope", help="POPE random/popular/adversarial: acc, P, R, F1, yes-ratio, chart")
-    common(p)
-    p.add_argument("--questions", required=True, nargs="+",
-                   help="a folder with coco_pope_{random,popular,adversarial}.json, or the files")
-    p.add_argument("--answers", required=True, help="output folder (<split>.jsonl, summary, chart)")
-    p.set_defaults(func=_cmd_pope)
 

@@ -88,3 +88,25 @@ def test_quickstart_runs_every_part(tmp_path, capsys, monkeypatch):
 def test_quickstart_rejects_an_unknown_part(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path), "nope/x:train.lr=1"]) == 2
     assert "no quickstart part" in capsys.readouterr().err
+
+
+def test_quickstart_part_writes_the_summary_json_under_the_working_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository: the bundled corpus is found where rwkv_mm is
+    quick = [o for o in QUICK if o.startswith(("train.", "music/abc_tiny:"))]
+    assert main(["quickstart", "--only", "music", *quick]) == 0
+    assert "written to runs/quickstart/quickstart_summary.json" in capsys.readouterr().out
+    record = json.loads((tmp_path / "runs/quickstart/quickstart_summary.json").read_text())
+    assert record["complete"] and record["only"] == ["music"] and record["overrides"] == quick
+    machine = record["machine"]
+    assert machine["cpu_count"] >= 1 and len(machine["load_average"]) == 3
+    assert machine["torch"] and machine["date"].endswith("+00:00")
+    (part,) = record["parts"]
+    assert part["recipe"] == "music/abc_tiny" and part["run_dir"] == "runs/quickstart/abc_tiny"
+    assert set(part["metrics"]) == {"train_loss", "val_loss", "parse_rate", "tunes_dir"}
+    assert part["wall_s"] > 0 and record["total_wall_s"] == part["wall_s"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
+def test_quickstart_rejects_an_unknown_modality(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path), "--only", "music,sound"]) == 2
+    assert "--only sound: no modality is named 'sound'" in capsys.readouterr().err
