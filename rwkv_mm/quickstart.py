@@ -112,8 +112,9 @@ def run_quickstart(out_dir: Path, overrides: list[str], only: list[str] | tuple[
     parts = select_parts(only)
     _check(parts, out_dir, overrides)
     tune_malloc()
-    record: dict[str, Any] = {"format": 1, "out": str(out_dir), "only": list(only), "overrides": list(overrides),
-                              "machine": machine_info(), "complete": False, "parts": []}
+    record: dict[str, Any] = {"format": 1, "out": str(out_dir), "only": list(only),
+                              "overrides": list(overrides), "machine": machine_info(), "complete": False,
+                              "parts": []}
     results = []
     for part in parts:
         own = [o.replace("{out}", str(out_dir)) for o in part.overrides]
@@ -150,7 +151,8 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
 
 def add_quickstart_parser(sub) -> None:
     """Register `rwkv-mm quickstart`."""
-    q = sub.add_parser("quickstart", help="train tiny models of every modality on bundled data (~10 min on 2 CPUs)")
+    q = sub.add_parser("quickstart",
+                       help="train tiny models of every modality on bundled data (~10 min on 2 CPUs)")
     q.add_argument("--out", default="runs/quickstart",
                    help="where runs, tunes, plots and quickstart_summary.json go (default: runs/quickstart)")
     q.add_argument("--only", action="append", default=[], metavar="MODALITY",

@@ -6,7 +6,8 @@ MODALITY = Modality(
     name="audio",
     summary="audio tagging (AudioRWKV): stats, average, tag, synth",
     cli="rwkv_mm.audio.cli",
-    quickstart=(QuickstartPart("audio/synth_tiny", "AudioRWKV (Q-Shift bidirectional Finch) sound-event tagging",
+    quickstart=(QuickstartPart("audio/synth_tiny",
+                               "AudioRWKV (Q-Shift bidirectional Finch) sound-event tagging",
                                keys=("train_loss", "mAP", "AUC")),),
     order=30,
 )

@@ -1,4 +1,5 @@
-"""`rwkv-mm vision eval gqa|pope` (alias `rwkv-mm eval`): answer benchmark questions, resumably, and score them.
+"""`rwkv-mm vision eval gqa|pope` (alias `rwkv-mm eval`): answer benchmark questions, resumably,
+and score them.
 
 Answers are appended to a JSON-lines file in LLaVA's answer format (`question_id`, `prompt`,
 `text`, `answer_id`, `model_id`, `metadata`) after every batch (flushed and fsynced), so a
