@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,7 +9,7 @@ import torch
 
 from rwkv_mm.audio.checkpoint import (average_checkpoints, average_state_dicts, load_tagger,
                                       read_tagger_checkpoint, save_tagger)
-from rwkv_mm.audio.cli import add_audio_parser
+from rwkv_mm.cli import build_parser
 from rwkv_mm.audio.fbank import FbankConfig
 from rwkv_mm.audio.features import AudioFeatures, FeatureStats
 from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
@@ -21,9 +19,7 @@ MIDS, NAMES = ["/m/a", "/m/b", "/m/c"], ["Aa", "Bb", "Cc"]
 
 
 def audio_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    add_audio_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["audio", *argv])
+    args = build_parser().parse_args(["audio", *argv])
     return args.func(args)
 
 

@@ -49,15 +49,11 @@ def test_runner_writes_models_metrics_plots_and_report(trained):
 
 
 def test_tag_command_on_the_trained_model(trained, capsys):
-    import argparse
-
-    from rwkv_mm.audio.cli import add_audio_parser
+    from rwkv_mm.cli import build_parser
 
     tmp, run_dir = trained
     clip = sorted((tmp / "synth" / "clips").glob("ev*.wav"))[0]
-    parser = argparse.ArgumentParser()
-    add_audio_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["audio", "tag", str(clip), "--checkpoint", str(run_dir / "model.pt"), "--top-k", "3"])
+    args = build_parser().parse_args(["audio", "tag", str(clip), "--checkpoint", str(run_dir / "model.pt"), "--top-k", "3"])
     assert args.func(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and all("(/synth/" in line for line in out[1:])

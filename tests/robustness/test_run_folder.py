@@ -167,7 +167,10 @@ def test_stale_temp_files_are_removed_at_start(toy_recipe, tmp_path):
 def test_the_quickstart_runs_twice_but_refuses_foreign_files(toy_recipe, tmp_path, monkeypatch):
     import rwkv_mm.quickstart as quickstart
 
-    monkeypatch.setattr(quickstart, "PARTS", [("toy part", str(toy_recipe), ("train_loss",), ())])
+    from rwkv_mm.modalities import QuickstartPart
+
+    monkeypatch.setattr(quickstart, "quickstart_parts",
+                        lambda: [QuickstartPart(str(toy_recipe), "toy part", ("train_loss",))])
     out = tmp_path / "qs"
     first = run_cli("quickstart", "--out", str(out))
     assert first.rc == 0, first.err
