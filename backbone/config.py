@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError, check_float, check_int
 
-# Accepted spellings of the three architectures, mapped to the canonical "5" / "6" / "goldfinch".
-_VERSION_ALIASES = {
+#: Accepted spellings of the three architectures (lower case), mapped to the canonical
+#: "5" / "6" / "goldfinch" (read-only).
+VERSION_ALIASES = MappingProxyType({
     "5": "5", "5.2": "5", "x052": "5", "eagle": "5", "rwkv5": "5", "rwkv-5": "5",
     "6": "6", "6.0": "6", "x060": "6", "finch": "6", "rwkv6": "6", "rwkv-6": "6",
     "goldfinch": "goldfinch", "gold-finch": "goldfinch", "gf": "goldfinch",
-}
+})
+
+
+def normalize_version(version: Any) -> str:
+    """The canonical version ("5", "6" or "goldfinch") of any accepted spelling ("Finch",
+    "x060", " 6.0 ", ...); ConfigError on the key `version` otherwise."""
+    key = str(version).strip().lower()
+    if key not in VERSION_ALIASES:
+        raise ConfigError("version", version, "'5' (Eagle), '6' (Finch) or 'goldfinch'")
+    return VERSION_ALIASES[key]
 
 # Fields that only GoldFinch uses (None for Eagle/Finch, left out of their `to_dict`).
 _GOLDFINCH_FIELDS = ("n_gold_layer", "key_cache_dim", "gold_lora_rank", "rope_base")
@@ -70,10 +81,7 @@ class RWKVConfig:
 
     def __post_init__(self) -> None:
         """Resolve the defaults and check every field (ConfigError names the field)."""
-        key = str(self.version).strip().lower()
-        if key not in _VERSION_ALIASES:
-            raise ConfigError("version", self.version, "'5' (Eagle), '6' (Finch) or 'goldfinch'")
-        self.version = _VERSION_ALIASES[key]
+        self.version = normalize_version(self.version)
         for name in ("n_layer", "n_embd", "vocab_size"):
             check_int(self, name, min=1)
         check_int(self, "head_size", min=4)

@@ -10,15 +10,10 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .build import Backbone as Model
+from .build import BackboneState as State
 from .errors import UserError
-from .goldfinch import GoldFinch
-from .goldfinch_state import GoldFinchState
-from .model import RWKV
 from .sampling import Sampler, SamplingConfig
-from .state import RWKVState
-
-Model = RWKV | GoldFinch
-State = RWKVState | GoldFinchState
 
 
 @torch.inference_mode()

@@ -19,7 +19,7 @@ _ZERO_MATRICES = ("att.output", "ffn.value", "ffn.receptance")
 _SMALL_MATRICES = ("att.key", "att.gate")
 
 
-def _channel_ratio(D: int, device) -> torch.Tensor:
+def channel_ratio(D: int, device) -> torch.Tensor:
     """ddd[0, 0, i] = i / D, shape [1, 1, D]."""
     return (torch.arange(D, device=device, dtype=torch.float32) / D).view(1, 1, D)
 
@@ -32,7 +32,7 @@ def init_time_mix_(att: nn.Module, n_layer: int) -> None:
     r10 = 1.0 - l / n_layer  # 1 → ~0 over depth
     D = att.receptance.in_features
     dev = att.receptance.weight.device
-    ddd = _channel_ratio(D, dev)
+    ddd = channel_ratio(D, dev)
     n = torch.arange(D, device=dev, dtype=torch.float32)
     decay = -6 + 5 * (n / max(D - 1, 1)) ** (0.7 + 1.3 * r01)
     bonus = r01 * (1 - n / max(D - 1, 1)) + ((n + 1) % 3 - 1) * 0.1
@@ -61,7 +61,7 @@ def init_time_mix_(att: nn.Module, n_layer: int) -> None:
 def init_channel_mix_(ffn: nn.Module, n_layer: int) -> None:
     """Token-shift schedule of one channel-mix module."""
     r10 = 1.0 - ffn.layer_id / n_layer
-    ddd = _channel_ratio(ffn.receptance.in_features, ffn.receptance.weight.device)
+    ddd = channel_ratio(ffn.receptance.in_features, ffn.receptance.weight.device)
     mix = ddd ** r10
     for name in ffn.mix_names:
         getattr(ffn, name).copy_(1 - mix if ffn.finch else mix)
@@ -69,8 +69,9 @@ def init_channel_mix_(ffn: nn.Module, n_layer: int) -> None:
 
 @torch.no_grad()
 def init_rwkv_(model: nn.Module, emb_scale: float = 1e-4) -> None:
-    """Initialise every parameter of an `RWKV` model in place (paper App. I)."""
-    n_layer = model.config.n_layer
+    """Initialise every parameter of an `RWKV` model (or of an encoder of Eagle/Finch blocks) in
+    place (paper App. I)."""
+    n_layer = len(model.blocks)
     for block in model.blocks:
         init_time_mix_(block.att, n_layer)
         init_channel_mix_(block.ffn, n_layer)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from .channel_mix import ChannelMix
 from .config import RWKVConfig
-from .linear import Linear
 from .init import init_rwkv_
+from .linear import Linear
 from .state import RWKVState
-from .time_mix import TimeMixEagle, TimeMixFinch
+from .time_mix import time_mix_class
 
 
 def embed_inputs(emb: nn.Embedding, tokens: torch.Tensor | None,
@@ -37,6 +39,31 @@ def embed_inputs(emb: nn.Embedding, tokens: torch.Tensor | None,
     return x
 
 
+#: The per-layer sequence order a front end may ask of a language model's forward pass:
+#: `layer_order(i)` is an index [B, T] (a permutation of each row's positions) that block i runs
+#: on, or None for the natural order (VisualRWKV-6 reverses the image span in odd layers).
+LayerOrder = Callable[[int], torch.Tensor | None]
+
+
+def run_reordered(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                  index: torch.Tensor) -> torch.Tensor:
+    """fn applied to x [B, T, D] with each row's positions taken in `index` order [B, T], and its
+    output [B, T, D] put back in the original order."""
+    y = fn(x.gather(1, index.unsqueeze(-1).expand_as(x)))
+    inverse = torch.argsort(index, dim=1)  # [B, T]: where each position went
+    return y.gather(1, inverse.unsqueeze(-1).expand_as(y))
+
+
+def lm_output(model: nn.Module, x: torch.Tensor, last_only: bool, return_hidden: bool) -> torch.Tensor:
+    """The end of every language model's forward pass: x [B, T, D] from the last block ->
+    ln_out -> logits [B, T, V] (the last position only with `last_only`; the normed hidden
+    states instead of logits with `return_hidden`)."""
+    if last_only:
+        x = x[:, -1:]
+    x = model.ln_out(x)
+    return x if return_hidden else model.head(x)
+
+
 class Block(nn.Module):
     """One residual block: x += TimeMix(LN1(x)); x += ChannelMix(LN2(x)). Block 0 also owns ln0,
     the LayerNorm applied to the embeddings (official key `blocks.0.ln0`)."""
@@ -49,8 +76,7 @@ class Block(nn.Module):
             self.ln0 = nn.LayerNorm(D, eps=eps)
         self.ln1 = nn.LayerNorm(D, eps=eps)
         self.ln2 = nn.LayerNorm(D, eps=eps)
-        time_mix = TimeMixFinch if config.version == "6" else TimeMixEagle
-        self.att = time_mix(config, layer_id)
+        self.att = time_mix_class(config)(config, layer_id)
         self.ffn = ChannelMix(config, layer_id)
 
     def forward(self, x: torch.Tensor, state: RWKVState, new_state: RWKVState) -> torch.Tensor:
@@ -73,6 +99,9 @@ class RWKV(nn.Module):
     The state dict is the official BlinkDL layout (`emb.weight`, `blocks.i.att.*`, ...).
     """
 
+    #: whether `forward` takes a `layer_order` (every layer is recurrent, so any order works)
+    supports_layer_order = True
+
     def __init__(self, config: RWKVConfig, init_weights: bool = True) -> None:
         super().__init__()
         if config.is_goldfinch:
@@ -93,7 +122,7 @@ class RWKV(nn.Module):
 
     def forward(self, tokens: torch.Tensor | None = None, state: RWKVState | None = None, *,
                 inputs_embeds: torch.Tensor | None = None, last_only: bool = False,
-                return_hidden: bool = False):
+                return_hidden: bool = False, layer_order: LayerOrder | None = None):
         """Run T steps for each of B sequences.
 
         Args:
@@ -102,6 +131,9 @@ class RWKV(nn.Module):
             inputs_embeds: [B, T, D] embeddings in place of tokens.
             last_only: compute the head for the last position only (prefill): logits [B, 1, V].
             return_hidden: return the final hidden states [B, T, D] (after ln_out) instead of logits.
+            layer_order: per-layer sequence order (see `LayerOrder`): block i runs on the
+                positions in the order `layer_order(i)` gives (its output is put back in place;
+                its shift states are those of the last position it saw).
         Returns:
             (logits [B, T, V] — or hidden states —, new RWKVState)
         """
@@ -114,10 +146,9 @@ class RWKV(nn.Module):
         L = self.config.n_layer
         new_state = RWKVState([None] * L, [None] * L, [None] * L)
         for block in self.blocks:
-            x = block(x, state, new_state)
-        if last_only:
-            x = x[:, -1:]
-        x = self.ln_out(x)
-        if return_hidden:
-            return x, new_state
-        return self.head(x), new_state
+            index = layer_order(block.layer_id) if layer_order is not None else None
+            if index is None:
+                x = block(x, state, new_state)
+            else:
+                x = run_reordered(lambda h: block(h, state, new_state), x, index)
+        return lm_output(self, x, last_only, return_hidden), new_state

@@ -159,3 +159,10 @@ class TimeMixFinch(_TimeMixBase):
         m = self._ddlerp(x, shifted)
         log_w = self._log_decay(m["w"]).view(B, T, self.n_head, self.head_size)
         return m["r"], m["k"], m["v"], m["g"], log_w
+
+
+def time_mix_class(config: RWKVConfig) -> type[_TimeMixBase]:
+    """The time mix of an Eagle ("5") or Finch ("6") config; other families bring their own."""
+    if config.version not in ("5", "6"):
+        raise ValueError(f"no Eagle/Finch time mix for version {config.version!r}")
+    return TimeMixFinch if config.version == "6" else TimeMixEagle

@@ -11,10 +11,6 @@ Encoding uses the Rust implementation from ``pyrwkv-tokenizer``.  Decoding is
 done here in Python from the vocabulary file (the Rust ``decode`` panics on
 byte sequences that are not valid UTF-8 and on unknown ids), so that partial
 UTF-8 sequences - common when streaming generated tokens - are handled.
-
-Public API: :class:`Tokenizer` (protocol), :class:`WorldTokenizer`,
-:class:`StreamDecoder`, :func:`load_tokenizer`, :func:`register_tokenizer`,
-:func:`read_world_vocab`.
 """
 
 from __future__ import annotations

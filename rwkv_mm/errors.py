@@ -10,8 +10,8 @@ rwkv_mm: the CLI adds the traceback with `--debug` or RWKV_MM_DEBUG=1).
 
 from __future__ import annotations
 
-from rwkv_mm.backbone.errors import (ConfigError, DiskFullError, UserError, check_choice,
-                                     check_float, check_int, is_disk_full)
+from rwkv_mm.backbone import (ConfigError, DiskFullError, UserError, check_choice, check_float,
+                              check_int, is_disk_full)
 
 __all__ = ["UserError", "ConfigError", "DiskFullError", "check_int", "check_float",
            "check_choice", "describe", "is_disk_full"]

@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from rwkv_mm.backbone.files import atomic_write, current_umask
+from rwkv_mm.backbone import atomic_write, current_umask
 from rwkv_mm.errors import UserError
 
 __all__ = ["MARKER", "PARTIAL_SUFFIX", "build_generated", "read_marker"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import atomic_write
 from rwkv_mm.errors import ConfigError, UserError
 
 

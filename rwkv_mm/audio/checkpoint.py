@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from rwkv_mm.backbone.checkpoint import (CheckpointError, check_state_dict, check_weights, layer_count,
-                                         torch_load)
+from rwkv_mm.backbone import CheckpointError, check_state_dict, check_weights, layer_count, torch_load
 from rwkv_mm.errors import UserError
 from rwkv_mm.training.checkpoint import atomic_torch_save
 

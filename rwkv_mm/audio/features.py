@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import atomic_write
 from rwkv_mm.errors import UserError
 
 from .fbank import FbankConfig, KaldiFbank

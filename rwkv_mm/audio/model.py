@@ -1,12 +1,12 @@
-"""AudioRWKV: patch embedding + bidirectional Q-Shift Eagle/Finch blocks + mean-pooled head.
+"""AudioRWKV: patch embedding + bidirectional Q-Shift backbone blocks + mean-pooled head.
 
-fbank [B, T, M] → PatchEmbed → LN0 → L × AudioBlock → LN_out → pool over patches → Linear → logits [B, C]
+fbank [B, T, M] → PatchEmbed → LN0 → L blocks → LN_out → pool over patches → Linear → logits [B, C]
 
-`version: goldfinch` builds GoldFinch's layout as an encoder: bidirectional Finch-C2 blocks
-below; after them the compressed key cache c = W_a h ([B, N, D/16]) and keys =
-rms_norm(W_b [x0; c]) with x0 = LN0(patch embeddings) in place of token embeddings; on top, GOLD
-blocks attending over those keys (values from x0) without a causal mask, every lerp fed by
-Q-Shift. Parameter names are the GoldFinch backbone's (`w_kv_cache_a`, `blocks.i.att.*`).
+The blocks are the backbone's, asked for as an encoder (`RWKVEncoder.add_blocks`): the family of
+`version` (Eagle, Finch or GoldFinch) made bidirectional, every lerp fed by Q-Shift over the
+patch grid instead of the previous token. With `version: goldfinch` the backbone also keeps the
+key cache, written from x0 = LN0(patch embeddings) in place of token embeddings. Parameter names
+are the backbone's (`blocks.i.att.*`, `blocks.i.ffn.*`; GoldFinch: `w_kv_cache_a`/`_b`).
 
 Pooling is the mean over patches (the paper's head) by default; `pool: max` or `mean+max`
 (PANNs' choice) are options — short, sparse events train much faster with them (the tiny
@@ -31,20 +31,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from rwkv_mm.backbone.config import RWKVConfig
-from rwkv_mm.backbone.gold import decompress_keys
-from rwkv_mm.backbone.goldfinch_init import init_goldfinch_
-from rwkv_mm.backbone.init import init_rwkv_
-from rwkv_mm.backbone.linear import Linear
+from rwkv_mm.backbone import RWKVConfig, RWKVEncoder
 from rwkv_mm.errors import ConfigError, UserError, check_choice, check_float, check_int
 
-from .encoder import AudioBlock, AudioGoldBlock, PatchEmbed
+from .encoder import PatchEmbed, q_shift
 
 #: parameters of a torchlibrosa-style frozen STFT (n_fft 1024: 513 bins, real + imaginary
 #: conv kernels of length 1024) and its 513 × 64 mel matrix, as HTS-AT-based models count them
@@ -164,7 +161,7 @@ class AudioRWKVConfig:
         return cls(**{**PRESETS[key], **overrides})
 
 
-class AudioRWKV(nn.Module):
+class AudioRWKV(RWKVEncoder):
     """The tagger's encoder and head: fbank [B, T, M] → logits [B, num_classes].
 
     `init_weights=False` skips the initialisation (weights about to be loaded, or a meta-device
@@ -177,41 +174,28 @@ class AudioRWKV(nn.Module):
                 raise ValueError(f"AudioRWKVConfig.{key} is not set (the runner sets it from the data)")
         self.config = config
         bb = config.backbone_config()
-        D, L = bb.n_embd, bb.n_layer
-        self.first_gold_layer = bb.first_gold_layer if bb.is_goldfinch else L
+        D = bb.n_embd
         self.patch_embed = PatchEmbed(D, config.target_frames, config.num_mel_bins, config.patch, config.stride)
         self.ln0 = nn.LayerNorm(D, eps=bb.layer_norm_eps)
-        rates = [config.drop_path * i / max(L - 1, 1) for i in range(L)]
-        self.blocks = nn.ModuleList(
-            (AudioGoldBlock if i >= self.first_gold_layer else AudioBlock)(
-                bb, i, config.shift_distance, config.shift_gamma, rates[i])
-            for i in range(L))
-        if bb.is_goldfinch:
-            self.w_kv_cache_a = Linear(D, bb.key_cache_dim, bias=False)  # compress: D -> D/16
-            self.w_kv_cache_b = Linear(D + bb.key_cache_dim, D, bias=False)  # TokenCat -> key
+        shift = partial(q_shift, distance=config.shift_distance, gamma=config.shift_gamma)  # (x, grid)
+        self.add_blocks(bb, shift=shift, drop_path=config.drop_path)
         self.ln_out = nn.LayerNorm(D, eps=bb.layer_norm_eps)
         self.head = nn.Linear(D, config.num_classes)
         if init_weights and self.head.weight.device.type != "meta":
-            self._init_weights(bb.is_goldfinch)
+            self._init_weights()
 
     @torch.no_grad()
-    def _init_weights(self, goldfinch: bool) -> None:
-        """The backbone's initialisation (App. I; GoldFinch's for version goldfinch) for the
-        blocks and norms; small head."""
-        (init_goldfinch_ if goldfinch else init_rwkv_)(self)  # μ/decay schedules, zeroed outputs, norms
+    def _init_weights(self) -> None:
+        """The backbone's initialisation of its family (App. I; GoldFinch's own) for the blocks
+        and norms; small head."""
+        self.init_block_weights_()  # μ/decay schedules, zeroed outputs, norms
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """fbank [B, T, M] → encoded patch tokens [B, H·W, D] (after LN_out, before pooling)."""
         tokens, grid = self.patch_embed(x)  # [B, H·W, D]
-        h = x0 = self.ln0(tokens)
-        keys = None
-        for i, block in enumerate(self.blocks):
-            if i == self.first_gold_layer:  # GoldFinch: the key cache, written once
-                keys = decompress_keys(self.w_kv_cache_b, x0, self.w_kv_cache_a(h))  # [B, H·W, D]
-            h = block(h, grid, keys, x0)
-        return self.ln_out(h)
+        return self.ln_out(self.run_blocks(self.ln0(tokens), grid))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """fbank [B, T, M] → pooled embedding [B, D]."""
@@ -239,8 +223,7 @@ def parameter_report(model: AudioRWKV) -> dict[str, int]:
         if module is not None:
             out[name] = sum(p.numel() for p in module.parameters())
     out["pos_embed"] = model.patch_embed.pos_embed.numel()
-    if model.config.backbone_config().is_goldfinch:  # W_a, W_b of the key cache
-        out["key_cache"] = model.w_kv_cache_a.weight.numel() + model.w_kv_cache_b.weight.numel()
+    out.update(model.family_parameter_counts())  # GoldFinch: W_a, W_b of the key cache
     out["norms"] = sum(p.numel() for m in (model.ln0, model.ln_out) for p in m.parameters())
     out["total"] = sum(p.numel() for p in model.parameters())
     out["total_with_stft_front_end"] = out["total"] + STFT_FRONT_END_PARAMS

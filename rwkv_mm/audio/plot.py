@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import atomic_write
 
 
 def plot_tagging(ap: list[float], names: list[str], out_path: str | Path,

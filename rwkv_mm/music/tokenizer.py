@@ -159,7 +159,7 @@ class ByteTokenizer:
 def register() -> None:
     """Make ``rwkv_mm.backbone.load_tokenizer("abc-bytes")`` build a :class:`ByteTokenizer`
     (idempotent; done by ``import rwkv_mm.music``)."""
-    from rwkv_mm.backbone.tokenizer import available_tokenizers, register_tokenizer
+    from rwkv_mm.backbone import available_tokenizers, register_tokenizer
 
     if "abc-bytes" not in available_tokenizers():
         register_tokenizer("abc-bytes", ByteTokenizer)

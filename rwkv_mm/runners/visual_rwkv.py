@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rwkv_mm.backbone.config import _VERSION_ALIASES
+from rwkv_mm.backbone import VERSION_ALIASES as _VERSION_ALIASES
 from rwkv_mm.errors import ConfigError, UserError, check_choice, check_int
 from rwkv_mm.runners import register_runner
 from rwkv_mm.training.config import TrainConfig

@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from rwkv_mm.backbone.checkpoint import CheckpointError, torch_load
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import CheckpointError, atomic_write, torch_load
 
 
 def atomic_torch_save(obj: Any, path: Path) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import atomic_write
 from rwkv_mm.errors import UserError
 
 

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rwkv_mm.backbone.files import TEMP_SUFFIX
+from rwkv_mm.backbone import TEMP_SUFFIX
 from rwkv_mm.errors import UserError
 
 LOCK_NAME = ".lock"

@@ -23,8 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from rwkv_mm.backbone.files import atomic_write
-from rwkv_mm.backbone.optim import param_groups
+from rwkv_mm.backbone import atomic_write, param_groups
 from rwkv_mm.errors import UserError
 
 from .checkpoint import atomic_torch_save, load_training_checkpoint, rng_state, set_rng_state

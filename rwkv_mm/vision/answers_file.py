@@ -31,7 +31,7 @@ import json
 import os
 from pathlib import Path
 
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import atomic_write
 from rwkv_mm.errors import UserError
 
 HEADER_KEY = "rwkv_mm_answers_header"

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rwkv_mm.backbone import read_state_dict, save_model, state_dict_to_model
-from rwkv_mm.backbone.checkpoint import CheckpointError, check_weights, layer_count
-from rwkv_mm.backbone.files import atomic_write
+from rwkv_mm.backbone import (CheckpointError, atomic_write, check_weights, layer_count, read_state_dict,
+                              save_model, state_dict_to_model)
 from rwkv_mm.recipe import build_config
 
 from .conversation import IMAGE_POSITIONS, ChatTemplate

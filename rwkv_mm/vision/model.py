@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rwkv_mm.backbone import RWKV, GoldFinch, GoldFinchState, RWKVState
+from rwkv_mm.backbone import Backbone, BackboneState
 from rwkv_mm.errors import UserError
 
 from .conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
@@ -34,30 +34,31 @@ def image_span_reversal(input_ids: torch.Tensor) -> torch.Tensor | None:
     return torch.where(is_image, start + end - pos, pos)
 
 
-def check_reversal(rwkv: RWKV | GoldFinch, reverse_image_odd_layers: bool) -> None:
+def check_reversal(rwkv: Backbone, reverse_image_odd_layers: bool) -> None:
     """Raise a UserError when `model.reverse_image_odd_layers` is asked of a backbone without it.
 
-    The reversal re-orders the image span between recurrent layers. GoldFinch's GOLD layers
-    attend over one key cache that its Finch-C2 stack writes in sequence order and that later
-    turns extend, so a per-layer order has no single meaning there."""
-    if reverse_image_odd_layers and rwkv.config.is_goldfinch:
-        raise UserError("model.reverse_image_odd_layers=true is not supported with version "
-                        "goldfinch: GOLD layers share one key cache in sequence order, so odd "
-                        "layers cannot run on a reversed image span", fix="set it to false")
+    The reversal re-orders the image span between layers (the backbone's `layer_order`); a
+    family whose layers must all see one order (GoldFinch: its GOLD layers share one key cache
+    in sequence order) says so with `supports_layer_order = False`."""
+    if reverse_image_odd_layers and not rwkv.supports_layer_order:
+        raise UserError(f"model.reverse_image_odd_layers=true is not supported with version "
+                        f"{rwkv.config.version}: its layers share one sequence order (GoldFinch: "
+                        "GOLD layers share one key cache), so odd layers cannot run on a reversed "
+                        "image span", fix="set it to false")
 
 
 class VisualRWKV(nn.Module):
     """Eagle/Finch (or GoldFinch) LM with a CLIP front end.
 
     Args:
-        rwkv: the language model (`RWKV` or `GoldFinch`, as `build_backbone` returns).
+        rwkv: the language model (of any family, as `build_backbone` returns it).
         vit: the frozen vision tower (None when only precomputed features are used).
         proj: the projector, [.., C] -> [.., D].
         reverse_image_odd_layers: run odd layers over the image span in reverse (VisualRWKV-6;
             Eagle/Finch only).
     """
 
-    def __init__(self, rwkv: RWKV | GoldFinch, vit: VisionTower | None, proj: nn.Module,
+    def __init__(self, rwkv: Backbone, vit: VisionTower | None, proj: nn.Module,
                  reverse_image_odd_layers: bool = False) -> None:
         super().__init__()
         self.rwkv, self.vit, self.proj = rwkv, vit, proj
@@ -106,39 +107,18 @@ class VisualRWKV(nn.Module):
         return x
 
     def forward(self, input_ids: torch.Tensor, images: torch.Tensor | None = None,
-                state: RWKVState | GoldFinchState | None = None, *, image_features: torch.Tensor | None = None,
+                state: BackboneState | None = None, *, image_features: torch.Tensor | None = None,
                 last_only: bool = False, return_hidden: bool = False):
         """input_ids [B, T] with IMAGE_TOKEN_ID placeholders; images [N, 3, S, S] or
         image_features [N, P, C] for the N images in row-major order. Returns (logits [B, T, V]
-        or hidden [B, T, D], state), as `RWKV.forward` (a GoldFinchState for GoldFinch)."""
+        or hidden [B, T, D], state), as the backbone's forward (with its state type)."""
         has_image = images is not None or image_features is not None
         embeds = self.image_embeddings(images, image_features) if has_image else None
         x = self.embed(input_ids, embeds)
-        perm = image_span_reversal(input_ids) if self.reverse_image_odd_layers else None
-        if perm is None:
-            return self.rwkv(inputs_embeds=x, state=state, last_only=last_only, return_hidden=return_hidden)
-        return self._forward_reversing(x, perm, state, last_only, return_hidden)
-
-    def _forward_reversing(self, x: torch.Tensor, perm: torch.Tensor, state: RWKVState | None,
-                           last_only: bool, return_hidden: bool):
-        """The backbone's forward with odd layers run on the image-reversed order."""
-        rwkv = self.rwkv
-        B = x.shape[0]
-        state = state if state is not None else rwkv.zero_state(B)
-        L = rwkv.config.n_layer
-        new_state = RWKVState([None] * L, [None] * L, [None] * L)
-        index = perm.unsqueeze(-1).expand_as(x)  # [B, T, D]
-        for block in rwkv.blocks:
-            odd = block.layer_id % 2 == 1
-            if odd:
-                x = x.gather(1, index)
-            x = block(x, state, new_state)
-            if odd:
-                x = x.gather(1, index)
-        if last_only:
-            x = x[:, -1:]
-        x = rwkv.ln_out(x)
-        return (x if return_hidden else rwkv.head(x)), new_state
+        perm = image_span_reversal(input_ids) if self.reverse_image_odd_layers else None  # [B, T]
+        order = None if perm is None else (lambda layer: perm if layer % 2 else None)
+        return self.rwkv(inputs_embeds=x, state=state, last_only=last_only, return_hidden=return_hidden,
+                         layer_order=order)
 
 
 def vlm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

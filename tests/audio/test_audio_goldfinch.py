@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from rwkv_mm.audio.checkpoint import load_tagger, save_tagger
-from rwkv_mm.audio.encoder import AudioBlock, AudioGoldBlock
 from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig, parameter_report
-from rwkv_mm.backbone.config import RWKVConfig
-from rwkv_mm.backbone.finch_c2 import TimeMixFinchC2
-from rwkv_mm.backbone.gold import GoldAttention
+from rwkv_mm.backbone import RWKVConfig
+# the GoldFinch encoder blocks AudioRWKV gets from the backbone (`RWKVEncoder.add_blocks`)
+from rwkv_mm.backbone.goldfinch.encoder import FinchC2EncoderBlock as AudioBlock
+from rwkv_mm.backbone.goldfinch.encoder import GoldEncoderBlock as AudioGoldBlock
+from rwkv_mm.backbone.goldfinch.finch_c2 import TimeMixFinchC2
+from rwkv_mm.backbone.goldfinch.gold import GoldAttention
 from rwkv_mm.backbone.time_mix import token_shift
 
 

@@ -10,7 +10,7 @@ import torch
 from rwkv_mm.backbone import (RWKV, GoldFinch, GoldFinchState, RWKVConfig, SamplingConfig,
                               build_backbone, detect_version, generate_tokens, load_model, prefill,
                               read_state_dict, save_model)
-from rwkv_mm.backbone.gold import apply_rope, causal_mask, rms_norm
+from rwkv_mm.backbone.goldfinch.gold import apply_rope, causal_mask, rms_norm
 from rwkv_mm.cli import main
 
 

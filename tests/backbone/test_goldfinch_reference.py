@@ -1,5 +1,5 @@
 """GoldFinch against an independent reference written from the paper (arXiv 2407.12077, §3) and the
-authors' published training code, not from `backbone/goldfinch.py`.
+authors' published training code, not from `backbone/goldfinch/`.
 
 Every other GoldFinch test compares the model with itself (cached vs full, chunked vs whole, saved
 vs loaded), so a mistake made the same way on both sides passes them. Here the whole forward pass

@@ -1,7 +1,7 @@
-"""AudioRWKV encoder parts: Q-Shift, patch embedding, bidirectional Eagle/Finch/GoldFinch blocks."""
+"""AudioRWKV's front-end parts: Q-Shift and the patch embedding (the blocks are the backbone's,
+see `RWKVEncoder`)."""
 
-from .block import AudioBlock, AudioGoldBlock, DropPath
 from .patch import PatchEmbed, grid_size
 from .qshift import q_shift
 
-__all__ = ["AudioBlock", "AudioGoldBlock", "DropPath", "PatchEmbed", "grid_size", "q_shift"]
+__all__ = ["PatchEmbed", "grid_size", "q_shift"]

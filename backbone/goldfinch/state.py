@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import RWKVConfig
+from ..config import RWKVConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]
 

@@ -1,7 +1,7 @@
 """GOLD: GoldFinch's attention layer over the shared compressed key cache (paper §3.2–3.3).
 
 A GOLD layer has no key or value projection of its own. Its keys come from the one key cache
-that the Finch-C2 stack wrote (decompressed, see `goldfinch.py`), its values from x0 = ln0(emb)
+that the Finch-C2 stack wrote (decompressed, see `key_cache.py`), its values from x0 = ln0(emb)
 of the cached token ids; both get a data-dependent token shift and a residual LoRA, then a
 LayerNorm. The query is the usual ddlerp-shifted input through `query` and a LayerNorm.
 Causal softmax attention (torch SDPA, H = D / head_size heads, no positional encoding unless
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import RWKVConfig
-from .linear import Linear
-from .time_mix import token_shift
+from ..config import RWKVConfig
+from ..linear import Linear
+from ..time_mix import token_shift
 
 
 def rms_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -43,12 +43,6 @@ def apply_rope(x: torch.Tensor, pos0: int, base: float) -> torch.Tensor:
     a, b = pairs[..., 0], pairs[..., 1]
     out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)  # [B, H, S, N/2, 2]
     return out.view(B, H, S, N).to(x.dtype)
-
-
-def decompress_keys(w_kv_cache_b: nn.Module, x0: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor:
-    """TokenCat: keys [B, T, D] = rms_norm(W_b [x0; c]) from x0 [B, T, D] and the compressed key
-    cache c [B, T, Dc] (W_b: D + Dc -> D)."""
-    return rms_norm(w_kv_cache_b(torch.cat((x0, compressed), dim=-1)))
 
 
 def causal_mask(n_query: int, n_key: int, device: torch.device) -> torch.Tensor:

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from .init import _channel_ratio, init_channel_mix_
+from ..init import channel_ratio, init_channel_mix_
 
 _ZERO_MATRICES = ("att.output", "ffn.value", "ffn.receptance")
 _SMALL_MATRICES = ("att.key",)
@@ -46,7 +46,7 @@ def init_goldfinch_time_mix_(att: nn.Module, n_layer: int) -> None:
     r10 = 1.0 - l / n_layer
     D = att.output.in_features
     dev = att.output.weight.device
-    ddd = _channel_ratio(D, dev)
+    ddd = channel_ratio(D, dev)
     for name, p in att.named_parameters(recurse=False):
         group = name.removeprefix("time_maa_")
         if group in _MAA_KIND:
@@ -64,8 +64,8 @@ def init_goldfinch_time_mix_(att: nn.Module, n_layer: int) -> None:
 
 @torch.no_grad()
 def init_goldfinch_(model: nn.Module, emb_scale: float = 1e-4) -> None:
-    """Initialise every parameter of a `GoldFinch` model in place."""
-    L = model.config.n_layer
+    """Initialise every parameter of a `GoldFinch` model (or of an encoder of its blocks) in place."""
+    L = len(model.blocks)
     for block in model.blocks:
         init_goldfinch_time_mix_(block.att, L)
         init_channel_mix_(block.ffn, L)

@@ -14,7 +14,7 @@ import re
 import torch
 from torch import nn
 
-from .config import RWKVConfig
+from ..config import RWKVConfig
 
 #: The key that marks a GoldFinch state dict: the compression matrix of its key cache.
 MARKER_KEY = "w_kv_cache_a.weight"

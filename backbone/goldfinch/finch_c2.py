@@ -20,8 +20,8 @@ from torch import nn
 from rwkv_mm.kernels.wkv import wkv, wkv_step
 from rwkv_mm.kernels.wkv_bidirectional import wkv_bidirectional
 
-from .config import RWKVConfig
-from .time_mix import TimeMixFinch, token_shift
+from ..config import RWKVConfig
+from ..time_mix import TimeMixFinch, token_shift
 
 
 class TimeMixFinchC2(TimeMixFinch):

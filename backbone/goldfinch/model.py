@@ -8,9 +8,9 @@ one the model writes the compressed key cache ("TokenCat"):
     key_t = rms_norm(W_b [x0_t; c_t])      (decompressed: x0_t = ln0(emb(token_t)) is rebuilt
                                             from the id, so only the id and c_t are stored)
 
-Every GOLD layer (s..L-1) attends over these keys and over values rebuilt from x0 (`gold.py`);
-every layer keeps Finch's channel mix. Pre-LN residual blocks, ln0 (in block 0), ln_out and
-head as in Finch. State-dict keys follow the GoldFinch code (`blocks.i.att.*`,
+(`key_cache.py`). Every GOLD layer (s..L-1) attends over these keys and over values rebuilt
+from x0 (`gold.py`); every layer keeps Finch's channel mix. Pre-LN residual blocks, ln0 (in
+block 0), ln_out and head as in Finch. State-dict keys follow the GoldFinch code (`blocks.i.att.*`,
 `w_kv_cache_a.weight`, `w_kv_cache_b.weight`).
 
 Inference (`model(tokens, state)` as for Eagle/Finch):
@@ -30,14 +30,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .channel_mix import ChannelMix
-from .config import RWKVConfig
+from ..channel_mix import ChannelMix
+from ..config import RWKVConfig
+from ..linear import Linear
+from ..model import LayerOrder, embed_inputs, lm_output
 from .finch_c2 import TimeMixFinchC2
-from .gold import GoldAttention, decompress_keys
-from .goldfinch_init import init_goldfinch_
-from .goldfinch_state import KV, GoldFinchState
-from .linear import Linear
-from .model import embed_inputs
+from .gold import GoldAttention
+from .init import init_goldfinch_
+from .key_cache import add_key_cache, decompress_keys
+from .state import KV, GoldFinchState
 
 
 @dataclass
@@ -116,6 +117,10 @@ class GoldFinch(nn.Module):
     `last_only=True` (prefill) computes the GOLD stack for the last positions only.
     """
 
+    #: GOLD layers attend over one key cache written in sequence order (and extended by later
+    #: calls), so no layer can run on its own order of the positions: no `layer_order`
+    supports_layer_order = False
+
     def __init__(self, config: RWKVConfig, init_weights: bool = True) -> None:
         super().__init__()
         if not config.is_goldfinch:
@@ -126,8 +131,7 @@ class GoldFinch(nn.Module):
         self.blocks = nn.ModuleList(GoldFinchBlock(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(D, eps=config.layer_norm_eps)
         self.head = Linear(D, config.vocab_size, bias=False)
-        self.w_kv_cache_a = Linear(D, config.key_cache_dim, bias=False)  # compress: D -> D/16
-        self.w_kv_cache_b = Linear(D + config.key_cache_dim, D, bias=False)  # TokenCat -> key
+        add_key_cache(self, config)  # w_kv_cache_a (D -> D/16), w_kv_cache_b (TokenCat -> key)
         if init_weights and self.emb.weight.device.type != "meta":
             init_goldfinch_(self)
 
@@ -143,12 +147,16 @@ class GoldFinch(nn.Module):
 
     def decompress_keys(self, x0: torch.Tensor, compressed: torch.Tensor) -> torch.Tensor:
         """TokenCat: keys [B, T, D] = rms_norm(W_b [x0; c]) from x0 [B, T, D] and c [B, T, D/16]."""
-        return decompress_keys(self.w_kv_cache_b, x0, compressed)
+        return decompress_keys(self, x0, compressed)
 
     def forward(self, tokens: torch.Tensor | None = None, state: GoldFinchState | None = None, *,
                 inputs_embeds: torch.Tensor | None = None, last_only: bool = False,
-                return_hidden: bool = False):
-        """Run T steps for each of B sequences (arguments and results as `RWKV.forward`)."""
+                return_hidden: bool = False, layer_order: LayerOrder | None = None):
+        """Run T steps for each of B sequences (arguments and results as `RWKV.forward`;
+        `layer_order` must be None, see `supports_layer_order`)."""
+        if layer_order is not None:
+            raise ValueError("GoldFinch runs every layer in sequence order (supports_layer_order "
+                             "is False): pass layer_order=None")
         e = embed_inputs(self.emb, tokens, inputs_embeds)  # [B, T, D]
         B, T, D = e.shape
         if state is None:
@@ -205,9 +213,4 @@ class GoldFinch(nn.Module):
         new.context = state.with_new_tokens(tokens if tokens is not None else inputs_embeds)
         new.key_cache = torch.cat((state.key_cache, c_new), dim=1)
         new.kv_memo = memo if state.keep_kv_memo else None
-        if last_only:
-            x = x[:, -1:]
-        x = self.ln_out(x)
-        if return_hidden:
-            return x, new
-        return self.head(x), new
+        return lm_output(self, x, last_only, return_hidden), new
