@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from rwkv_mm.backbone import GoldFinchState, RWKVState, SamplingConfig, load_tokenizer
-from rwkv_mm.backbone.sampling import Sampler
-from rwkv_mm.backbone.tokenizer import StreamDecoder
+from rwkv_mm.backbone import (GoldFinchState, RWKVState, Sampler, SamplingConfig, StreamDecoder,
+                              load_tokenizer)
 from rwkv_mm.cli_types import non_negative_float, non_negative_int, positive_int, probability, seed
 
 from .checkpoint import load_visual_rwkv
