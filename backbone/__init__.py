@@ -9,6 +9,9 @@ checkpoint are where the families meet.
 Public API:
   models
     RWKVConfig                    the shapes and options of every family (one dataclass)
+    config_from_dict              any config dataclass from a nested dict, strictly (dotted keys)
+    config_to_dict                a config dataclass as plain dicts/lists/scalars
+    ConfigDictError               an unknown, missing or mistyped key (a UserError)
     normalize_version             "Finch", "x060", ... -> "5" / "6" / "goldfinch" (ConfigError else)
     VERSION_ALIASES               every accepted spelling of a version -> its canonical name
     RWKV, RWKVState               Eagle/Finch language model and its recurrent state
@@ -59,6 +62,7 @@ from .build import Backbone, BackboneState, build_backbone
 from .checkpoint import (UnsupportedVersionError, check_state_dict, config_from_state_dict,
                          detect_version, load_model, save_model, state_dict_to_model)
 from .config import VERSION_ALIASES, RWKVConfig, normalize_version
+from .config_dict import ConfigDictError, config_from_dict, config_to_dict
 from .encoder import RWKVEncoder
 from .encoder_block import TokenShift
 from .errors import (ConfigError, DiskFullError, UserError, check_choice, check_float, check_int,
@@ -77,7 +81,8 @@ from .weights import CheckpointError, check_weights, layer_count, read_state_dic
 
 __all__ = [
     # models
-    "RWKVConfig", "normalize_version", "VERSION_ALIASES", "RWKV", "RWKVState", "GoldFinch",
+    "RWKVConfig", "config_from_dict", "config_to_dict", "ConfigDictError", "normalize_version",
+    "VERSION_ALIASES", "RWKV", "RWKVState", "GoldFinch",
     "GoldFinchState", "Backbone", "BackboneState", "build_backbone", "LayerOrder",
     # front ends
     "RWKVEncoder", "TokenShift",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from .config_dict import config_from_dict, config_to_dict
 from .errors import ConfigError, check_float, check_int
 
 #: Accepted spellings of the three architectures (lower case), mapped to the canonical
@@ -177,7 +177,7 @@ class RWKVConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/YAML-safe) of every field (GoldFinch-only fields only for GoldFinch)."""
-        values = dataclasses.asdict(self)
+        values = config_to_dict(self)
         if not self.is_goldfinch:
             for name in _GOLDFINCH_FIELDS:
                 values.pop(name)
@@ -185,9 +185,6 @@ class RWKVConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RWKVConfig":
-        """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(unknown[0], values[unknown[0]], f"no such RWKVConfig key; valid keys: {sorted(known)}")
-        return cls(**values)
+        """Build from a dict (`to_dict`'s, a file's metadata), strictly: unknown keys and wrong
+        types are named (`config_from_dict`)."""
+        return config_from_dict(cls, values)

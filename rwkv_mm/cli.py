@@ -107,11 +107,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from rwkv_mm.cpu import tune_malloc
     from rwkv_mm.recipe import dump_yaml, load_recipe
-    from rwkv_mm.shipped import resolve_shipped_paths
     from rwkv_mm.training.run_dir import run_recipe
     from rwkv_mm.training.trainer import maybe_init_distributed
 
-    recipe = resolve_shipped_paths(load_recipe(args.recipe, args.overrides))
+    recipe = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / recipe.source.stem)
     rank0 = not maybe_init_distributed() or torch_rank() == 0
     if rank0:

@@ -106,7 +106,6 @@ def run_quickstart(out_dir: Path, overrides: list[str], only: list[str] | tuple[
     is rewritten after every part (`complete` tells whether all parts ran)."""
     from rwkv_mm.cpu import tune_malloc
     from rwkv_mm.recipe import load_recipe
-    from rwkv_mm.shipped import resolve_shipped_paths
     from rwkv_mm.training.run_dir import run_recipe
 
     parts = select_parts(only)
@@ -118,7 +117,7 @@ def run_quickstart(out_dir: Path, overrides: list[str], only: list[str] | tuple[
     results = []
     for part in parts:
         own = [o.replace("{out}", str(out_dir)) for o in part.overrides]
-        recipe = resolve_shipped_paths(load_recipe(part.recipe, [*own, *_overrides_for(part, overrides)]))
+        recipe = load_recipe(part.recipe, [*own, *_overrides_for(part, overrides)])
         run_dir = out_dir / part.folder
         print(f"\n=== {part.title}: recipe {recipe.source} → {run_dir}")
         start = time.perf_counter()

@@ -12,18 +12,20 @@ nearest valid key; a wrong type names the key, the expected type and the value.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rwkv_mm.backbone import atomic_write
+from rwkv_mm.backbone import ConfigDictError, atomic_write, config_from_dict, config_to_dict
 from rwkv_mm.errors import ConfigError, UserError
+from rwkv_mm.shipped import resolve_shipped_paths, shipped_path
+
+__all__ = ["Recipe", "RecipeError", "recipes_root", "find_recipe", "list_recipes", "apply_overrides",
+           "build_config", "config_to_dict", "read_recipe", "load_recipe", "resolved_tree", "dump_yaml",
+           "save_resolved_config", "read_resolved_config"]
 
 
 class RecipeError(UserError):
@@ -40,14 +42,8 @@ class Recipe:
 
 def recipes_root() -> Path:
     """The shipped recipes folder: `rwkv_mm/recipes` in an installed copy, the repo's `recipes/`
-    in a checkout (recognised by the `pyproject.toml` beside it)."""
-    here = Path(__file__).resolve().parent
-    installed, repo = here / "recipes", here.parent / "recipes"
-    if installed.is_dir():
-        return installed
-    if repo.is_dir() and (here.parent / "pyproject.toml").is_file():
-        return repo
-    raise FileNotFoundError(f"no shipped recipes folder: neither {installed} nor {repo}")
+    in a checkout (`rwkv_mm.shipped`)."""
+    return shipped_path("recipes")
 
 
 def find_recipe(name: str | Path, root: Path | None = None) -> Path:
@@ -146,142 +142,33 @@ def apply_overrides(tree: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 
 
 # ----------------------------------------------------------------------------- typed build
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is None and isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert a YAML value to the annotated type `tp`."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        options = [arg for arg in args if arg is not type(None)]
-        if len(options) == 1 and dataclasses.is_dataclass(options[0]) and isinstance(value, dict):
-            return _convert(value, options[0], where)  # `Section | None`: its error names the inner key
-        for arg in options:
-            try:
-                return _convert(value, arg, where)
-            except RecipeError:
-                pass
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        if any(value == c and type(value) is type(c) for c in choices):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in choices:
-            return str(value)  # `version=6` for Literal["5", "6"]
-        raise RecipeError(f"{where}: expected one of {list(choices)}, got {value!r}")
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected a list ({_type_name(tp)}), got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise RecipeError(f"{where}: expected {len(args)} items ({_type_name(tp)}), "
-                                  f"got {value!r}")
-            pairs = enumerate(zip(value, args))
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
-        item_tp = args[0] if args else Any
-        items = [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if (origin or tp) is tuple else items
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"{where}: expected a mapping ({_type_name(tp)}), got {value!r}")
-        _, val_tp = typing.get_args(tp) or (Any, Any)
-        return {str(k): _convert(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build_config(tp, value, where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "3e-4" / "1e5" as strings
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        # a bare number where text is expected (`version: 5`) is taken as its text
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-    elif tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-    else:
-        raise RecipeError(f"{where}: type {_type_name(tp)} is not supported in recipes "
-                          f"(use int, float, str, bool, Path, X | None, list, tuple, dict, Literal "
-                          f"or a dataclass)")
-    raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
-
-
 def build_config(cls: type, tree: Any, where: str = "") -> Any:
-    """Build dataclass `cls` from a nested dict, strictly.
-
-    An unknown key raises `RecipeError` naming the dotted key and the nearest valid one; a value
-    of the wrong type names the key, the expected type and the value; a field without a default
-    that the tree does not set is named as missing. Ints are accepted for float fields."""
-    if tree is None:
-        tree = {}
-    if not isinstance(tree, dict):
-        what = f"'{where}'" if where else "the recipe"
-        raise RecipeError(f"{what}: expected a mapping of {cls.__name__} fields, got {tree!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in tree if k not in fields]
-    if unknown:
-        key = str(unknown[0])
-        close = difflib.get_close_matches(key, list(fields), n=1)
-        hint = (f"; did you mean '{_join(where, close[0])}'?" if close
-                else f"; valid keys{' in ' + repr(where) if where else ''}: {', '.join(fields)}")
-        raise RecipeError(f"unknown key '{_join(where, key)}'{hint}")
-    values = {}
-    for name, f in fields.items():
-        if name in tree:
-            values[name] = _convert(tree[name], hints[name], _join(where, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"missing required key '{_join(where, name)}' "
-                              f"({_type_name(hints[name])})")
+    """Build dataclass `cls` from a nested dict, strictly (`rwkv_mm.backbone.config_from_dict`),
+    its errors as `RecipeError`s: an unknown key names the dotted key and the nearest valid one;
+    a value of the wrong type names the key, the expected type and the value; a field without a
+    default that the tree does not set is named as missing. Ints are accepted for float fields."""
     try:
-        return cls(**values)  # __post_init__ checks ranges and choices (ConfigError)
-    except ConfigError as err:
-        raise RecipeError(str(err.prefixed(where))) from None
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def config_to_dict(config: Any) -> dict:
-    """A config dataclass as plain nested dicts/lists/scalars (YAML-safe: tuples become lists,
-    Paths strings)."""
-    return _plain(dataclasses.asdict(config))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+        return config_from_dict(cls, tree, where)
+    except (ConfigDictError, ConfigError) as err:
+        raise RecipeError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------- recipes
 def load_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The recipe `read_recipe` reads, with every shipped path (`pkg:data/...`) resolved to the
+    file of this copy of rwkv_mm (`rwkv_mm.shipped`): what a run uses and saves. A `pkg:` path
+    this copy does not ship is a `RecipeError` naming the recipe file and the path."""
+    recipe = read_recipe(name, overrides)
+    try:
+        return resolve_shipped_paths(recipe)
+    except UserError as err:
+        raise RecipeError(f"{recipe.source}: {err}") from None
+
+
+def read_recipe(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe (a path, or a shipped name like `music/abc_tiny`), apply the dotted
-    overrides and build the runner's config. Errors are `RecipeError`s naming the file."""
+    overrides and build the runner's config, paths as written (`pkg:` kept; `load_recipe`
+    resolves them). Errors are `RecipeError`s naming the file."""
     from rwkv_mm.runners import get_runner
 
     path = find_recipe(name)

