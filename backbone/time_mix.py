@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rwkv_mm.kernels.wkv import wkv, wkv_step
+from rwkv_mm.kernels.wkv import wkv
 from rwkv_mm.kernels.wkv_bidirectional import wkv_bidirectional
 
 from .config import RWKVConfig
@@ -83,9 +83,7 @@ class _TimeMixBase(nn.Module):
         v = self.value(xv).view(B, T, H, N)
         if self.bidirectional:
             y, new_state = wkv_bidirectional(r, k, v, log_w, self.time_faaaa), None
-        elif T == 1:
-            y, new_state = wkv_step(r[:, 0], k[:, 0], v[:, 0], log_w[:, 0], self.time_faaaa, wkv_state)
-        else:
+        else:  # the kernels' dispatch runs the decode step for T = 1
             y, new_state = wkv(r, k, v, log_w, self.time_faaaa, wkv_state)
         y = self.ln_x(y.reshape(B * T, D)).view(B, T, D)
         if self.gate is not None:

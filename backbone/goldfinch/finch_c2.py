@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rwkv_mm.kernels.wkv import wkv, wkv_step
+from rwkv_mm.kernels.wkv import wkv
 from rwkv_mm.kernels.wkv_bidirectional import wkv_bidirectional
 
 from ..config import RWKVConfig
@@ -61,9 +61,7 @@ class TimeMixFinchC2(TimeMixFinch):
         no_bonus = torch.zeros(H, N, device=x.device, dtype=x.dtype)  # u = 0: v2 takes its role
         if self.bidirectional:
             y, new_state = wkv_bidirectional(r, k, v, log_w, no_bonus), None
-        elif T == 1:
-            y, new_state = wkv_step(r[:, 0], k[:, 0], v[:, 0], log_w[:, 0], no_bonus, wkv_state)
-        else:
+        else:  # the kernels' dispatch runs the decode step for T = 1
             y, new_state = wkv(r, k, v, log_w, no_bonus, wkv_state)
         y = self.ln_x(y.reshape(B, T, D) + v2)
         return self.output(y), x[:, -1].clone(), new_state  # clone: a view would keep all of x alive
