@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rwkv_mm.backbone import atomic_write
+from rwkv_mm.figures import pyplot, save_figure
 
 
 def plot_tagging(ap: list[float], names: list[str], out_path: str | Path,
@@ -13,15 +13,10 @@ def plot_tagging(ap: list[float], names: list[str], out_path: str | Path,
     mAP history [(step, mAP)] when given. Writes a PNG and returns its path."""
     import math
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pairs = sorted((a, n) for a, n in zip(ap, names) if not math.isnan(a))
     shown = pairs[:30]
     ncols = 2 if history else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 0.28 * len(shown) + 1.5), dpi=110, squeeze=False)
+    fig, axes = pyplot().subplots(1, ncols, figsize=(6 * ncols, 0.28 * len(shown) + 1.5), dpi=110, squeeze=False)
     ax = axes[0][0]
     ax.barh([n for _, n in shown], [a for a, _ in shown], color="tab:blue")
     ax.set_xlim(0, 1)
@@ -39,7 +34,4 @@ def plot_tagging(ap: list[float], names: list[str], out_path: str | Path,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out_path)

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import Dataset
 
-from rwkv_mm.training.trainer import IGNORE_INDEX
+from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import UserError
 
 from .tokenizer import ByteStats, ByteTokenizer

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rwkv_mm.training.trainer import IGNORE_INDEX
+from rwkv_mm.constants import IGNORE_INDEX
+from rwkv_mm.figures import pyplot, save_figure
 
 
 @torch.no_grad()
@@ -59,12 +60,7 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 def plot_position_curves(curves: dict[str, np.ndarray], out_path: str | Path,
                          title: str = "Loss vs position (held-out tunes)") -> Path:
     """One line per checkpoint: smoothed loss against byte position (paper Figure 8 style)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=110)
     for label, curve in curves.items():
         ax.plot(np.arange(len(curve)), curve, label=label, lw=1.3)
     ax.set_xlabel("position (bytes)")
@@ -73,8 +69,4 @@ def plot_position_curves(curves: dict[str, np.ndarray], out_path: str | Path,
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path)

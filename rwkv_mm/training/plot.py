@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rwkv_mm.backbone import atomic_write
 from rwkv_mm.errors import UserError
+from rwkv_mm.figures import pyplot, save_figure
 
 
 def read_jsonl(path: str | Path) -> tuple[list[tuple[str, dict]], str | None]:
@@ -50,12 +50,7 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if not train and not val:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=110)
     if train:
         ax.plot(*zip(*train), label="train loss", lw=1.2)
     if val:
@@ -66,7 +61,4 @@ def plot_metrics(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        return atomic_write(out_path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, out_path)

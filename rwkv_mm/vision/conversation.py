@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import ConfigError, UserError
 
 IMAGE_TAG = "<image>"
 IMAGE_TOKEN_ID = -200  # placeholder id in input_ids (as LLaVA); never reaches the embedding
-IGNORE_INDEX = -100
 IMAGE_POSITIONS = ("first", "middle", "last", "keep")
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
+from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import UserError
-from .conversation import (IGNORE_INDEX, ChatTemplate, ConversationError, encode_conversation,
-                           to_training_pair, validate_conversation)
+
+from .conversation import (ChatTemplate, ConversationError, encode_conversation, to_training_pair,
+                           validate_conversation)
 from .image_io import ImageReadError
 
 ON_ERROR = ("raise", "skip")

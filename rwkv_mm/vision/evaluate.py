@@ -131,13 +131,11 @@ def pope_files(spec: list[str]) -> dict[str, Path]:
 
 def plot_pope(results: dict[str, dict], path: Path) -> None:
     """Grouped bars: accuracy, precision, recall, F1, yes-ratio per split."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rwkv_mm.figures import pyplot, save_figure
 
     keys = ("accuracy", "precision", "recall", "f1", "yes_ratio")
     splits = list(results)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = pyplot().subplots(figsize=(7, 3.5))
     width = 0.8 / len(splits)
     for j, split in enumerate(splits):
         xs = [i + (j - (len(splits) - 1) / 2) * width for i in range(len(keys))]
@@ -148,8 +146,7 @@ def plot_pope(results: dict[str, dict], path: Path) -> None:
     ax.set_title("POPE")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _make_answerer(args: argparse.Namespace) -> tuple[VisualAnswerer, str]:
