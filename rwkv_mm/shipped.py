@@ -9,7 +9,8 @@ A recipe names a shipped file with the `pkg:` prefix and a path relative to the 
 The shipped root is the repository in a checkout (its `recipes/`, `data/music/`) and the
 installed `rwkv_mm/` folder in a `pip install .` copy (`rwkv_mm/recipes/`,
 `rwkv_mm/data/music/`, see pyproject.toml). `resolve_shipped` is the one place that turns a
-`pkg:` value into a real path; every other path is left as the user wrote it. Generated data
+`pkg:` value into a real path (`rwkv_mm.recipe.load_recipe` applies it to every recipe it
+returns); every other path is left as the user wrote it. Generated data
 and run outputs never go into the shipped root: they are written under the working folder
 (`runs/...`).
 """
