@@ -74,8 +74,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
                         fix=f"use e.g. --n-embd {max(1, round(args.n_embd / args.head_size)) * args.head_size}")
     torch.manual_seed(args.seed)
     try:
-        config = RWKVConfig(version=args.version, n_layer=args.n_layer, n_embd=args.n_embd,
-                            vocab_size=args.vocab_size, head_size=args.head_size)
+        config = RWKVConfig(**{name: getattr(args, name) for name in _INIT_FIELDS})
     except ConfigError as err:  # a combination of flags the architecture does not allow
         flag = "--" + err.key.replace("_", "-")
         name = f"{flag} {err.value}" if hasattr(args, err.key) else f"{err.key}={err.value!r}"
@@ -86,6 +85,31 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {path}: RWKV-{config.version} L={config.n_layer} D={config.n_embd} "
           f"V={config.vocab_size}, {n:,} parameters (randomly initialised, paper App. I)")
     return 0
+
+
+#: the RWKVConfig fields `rwkv-mm init` sets from its flags (--n-layer for n_layer, ...)
+_INIT_FIELDS = ("version", "n_layer", "n_embd", "vocab_size", "head_size")
+
+
+def _add_init_parser(sub) -> None:
+    """`rwkv-mm init`: its flags default to RWKVConfig's own defaults (one declaration)."""
+    import dataclasses
+
+    from rwkv_mm.backbone import RWKVConfig
+
+    default = {f.name: f.default for f in dataclasses.fields(RWKVConfig)}
+    i = sub.add_parser("init", help="write a randomly initialised model (paper App. I) in the official layout")
+    i.add_argument("--out", required=True, help="output .pth or .safetensors")
+    i.add_argument("--version", default=default["version"], choices=("5", "6", "goldfinch"),
+                   help="5 (Eagle), 6 (Finch) or goldfinch (default: %(default)s)")
+    i.add_argument("--n-layer", type=positive_int, default=default["n_layer"], help="(default: %(default)s)")
+    i.add_argument("--n-embd", type=positive_int, default=default["n_embd"],
+                   help="a multiple of --head-size (default: %(default)s)")
+    i.add_argument("--vocab-size", type=positive_int, default=default["vocab_size"], help="(default: %(default)s)")
+    i.add_argument("--head-size", type=_head_size, default=default["head_size"],
+                   help="a multiple of 4 (default: %(default)s)")
+    i.add_argument("--seed", type=seed, default=0)
+    i.set_defaults(func=_cmd_init)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -201,16 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (0 = torch default)")
     g.set_defaults(func=_cmd_generate)
 
-    i = sub.add_parser("init", help="write a randomly initialised model (paper App. I) in the official layout")
-    i.add_argument("--out", required=True, help="output .pth or .safetensors")
-    i.add_argument("--version", default="6", choices=("5", "6", "goldfinch"),
-                   help="5 (Eagle), 6 (Finch) or goldfinch")
-    i.add_argument("--n-layer", type=positive_int, default=2)
-    i.add_argument("--n-embd", type=positive_int, default=128, help="a multiple of --head-size")
-    i.add_argument("--vocab-size", type=positive_int, default=65536)
-    i.add_argument("--head-size", type=_head_size, default=64, help="a multiple of 4")
-    i.add_argument("--seed", type=seed, default=0)
-    i.set_defaults(func=_cmd_init)
+    _add_init_parser(sub)
 
     t = sub.add_parser("train", help="run a training recipe: rwkv-mm train RECIPE [key=value ...]")
     t.add_argument("recipe", help="a YAML path or a shipped recipe name (see `rwkv-mm ls`)")

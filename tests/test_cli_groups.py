@@ -88,13 +88,13 @@ def test_a_recipe_config_has_every_pkg_value_resolved_and_nothing_else_touched()
     resolved = resolve_shipped_paths(recipe)
     assert resolved.config.data.train == str(REPO / "data/music/train.json")
     assert resolved.config.init_from == str(REPO / "data/music/validation.json")
-    assert resolved.config.model == recipe.config.model and resolved.source == recipe.source
+    assert resolved.config.backbone == recipe.config.backbone and resolved.source == recipe.source
     untouched = load_recipe("audio/synth_tiny")
     assert resolve_shipped_paths(untouched) is untouched
 
 
 def test_train_reads_the_shipped_corpus_from_another_folder(tmp_path):
-    fast = ["model.n_layer=1", "model.n_embd=32", "model.head_size=16", "data.ctx_len=32",
+    fast = ["backbone.n_layer=1", "backbone.n_embd=32", "backbone.head_size=16", "data.ctx_len=32",
             "data.max_train_tunes=8", "data.max_validation_tunes=2", "train.max_steps=1", "train.batch_size=2",
             "train.eval_every=0", "train.save_every=1", "generate.n_tunes=1", "generate.max_bytes=10"]
     result = run_cli("train", "music/abc_tiny", *fast, "--run-dir", "run", cwd=tmp_path)

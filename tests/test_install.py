@@ -21,7 +21,7 @@ import pytest
 from robustness.cli_utils import tree_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
-MUSIC = ["model.n_layer=1", "model.n_embd=32", "model.head_size=16", "data.ctx_len=64", "data.max_train_tunes=32",
+MUSIC = ["backbone.n_layer=1", "backbone.n_embd=32", "backbone.head_size=16", "data.ctx_len=64", "data.max_train_tunes=32",
          "data.max_validation_tunes=4", "train.max_steps=2", "train.batch_size=4", "train.eval_every=2",
          "train.eval_batches=1", "train.save_every=2", "generate.n_tunes=1", "generate.max_bytes=40"]
 

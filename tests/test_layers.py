@@ -30,7 +30,7 @@ BACKBONE_THIRD_PARTY = {"torch", "numpy", "safetensors", "pyrwkv_tokenizer"}
 MAX_LINES = 370
 #: Files over the limit when this test was written, in work that belongs to others: none may
 #: grow, and each leaves this list once it is split (the last test fails until it does).
-OVER_TODAY = {"rwkv_mm/training/trainer.py": 410, "rwkv_mm/training/run_dir.py": 395}
+OVER_TODAY: dict[str, int] = {}
 
 
 def sources(*folders: str) -> list[Path]:

@@ -176,7 +176,7 @@ def test_every_shipped_recipe_loads():
         recipe = load_recipe(name)
         assert recipe.runner == runner
     paper = load_recipe("music/abc_eagle_l24_d512").config
-    assert (paper.model.n_layer, paper.model.n_embd, paper.data.ctx_len) == (24, 512, 1024)
+    assert (paper.backbone.n_layer, paper.backbone.n_embd, paper.data.ctx_len) == (24, 512, 1024)
     assert "lm_music" in {r.name for r in list_runners()}
     assert get_runner("lm_music").config_cls.__name__ == "MusicRunConfig"
 

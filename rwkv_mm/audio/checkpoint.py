@@ -5,6 +5,10 @@ A tagger checkpoint is one `torch.save`d dict:
     {"format": "rwkv_mm.audio_tagger/1", "model_config": {...AudioRWKVConfig...},
      "fbank": {...FbankConfig...}, "stats": {...FeatureStats...}, "target_frames": int,
      "mids": [...], "names": [...], "model": state_dict, "step": int}
+
+`model_config` is `AudioRWKVConfig.to_dict()`: the tagger's settings and a `backbone` section
+(an RWKVConfig). Files written before the backbone had its own section hold one flat dict
+(`n_layer`, `n_embd`, ... beside `patch`); `AudioRWKVConfig.from_dict` reads both.
 """
 
 from __future__ import annotations
@@ -74,8 +78,9 @@ def load_tagger(path: str | Path) -> tuple[AudioRWKV, AudioFeatures, dict[str, A
     n_layer = layer_count(sd, source)  # blocks 0..L-1, each with keys
     try:
         config = AudioRWKVConfig.from_dict(ckpt["model_config"])
-        if config.n_layer != n_layer:  # checked before a model of the config's size is built
-            raise CheckpointError(f"model_config.n_layer={config.n_layer}, the weights hold {n_layer} layers")
+        if config.backbone.n_layer != n_layer:  # checked before a model of the config's size is built
+            raise CheckpointError(f"model_config.backbone.n_layer={config.backbone.n_layer}, the weights "
+                                  f"hold {n_layer} layers")
         features = AudioFeatures(FbankConfig(**ckpt["fbank"]), ckpt["target_frames"],
                                  FeatureStats(**ckpt["stats"]))
         with torch.device("meta"):

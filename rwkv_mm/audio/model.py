@@ -30,15 +30,14 @@ Vision-RWKV's channel-mix ratio (the LM backbone uses 3.5D).
 from __future__ import annotations
 
 import dataclasses
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from rwkv_mm.backbone import RWKVConfig, RWKVEncoder
+from rwkv_mm.backbone import RWKVConfig, RWKVEncoder, config_from_dict, config_to_dict
 from rwkv_mm.errors import ConfigError, UserError, check_choice, check_float, check_int
 
 from .encoder import PatchEmbed, q_shift
@@ -47,36 +46,32 @@ from .encoder import PatchEmbed, q_shift
 #: conv kernels of length 1024) and its 513 × 64 mel matrix, as HTS-AT-based models count them
 STFT_FRONT_END_PARAMS = 2 * 513 * 1024 + 513 * 64
 
-#: named sizes (model section values); everything else keeps its default
+#: named sizes: backbone fields (F = 4·D, Vision-RWKV's ratio); everything else keeps its default
 PRESETS: dict[str, dict[str, Any]] = {
-    "T": {"n_layer": 12, "n_embd": 192, "head_size": 64},
-    "S": {"n_layer": 12, "n_embd": 384, "head_size": 64},
+    "T": {"version": "6", "n_layer": 12, "n_embd": 192, "head_size": 64, "dim_ffn": 4 * 192},
+    "S": {"version": "6", "n_layer": 12, "n_embd": 384, "head_size": 64, "dim_ffn": 4 * 384},
 }
+
+#: the backbone fields of tagger checkpoints written before the backbone became its own section
+#: (one flat dict; dim_ffn 0 = 4·D, LoRA ranks 0 = the backbone's defaults), with their defaults
+_FLAT_BACKBONE = {"version": "6", "n_layer": 12, "n_embd": 192, "head_size": 64, "dim_ffn": 0,
+                  "tm_lora_rank": 0, "decay_lora_rank": 0}
 
 
 @dataclass
-class AudioRWKVConfig:
-    """Shape of an AudioRWKV tagger (the `model:` section of an audio recipe).
+class AudioTaggerConfig:
+    """The tagger around the backbone (the `model:` section of an audio recipe; the blocks are
+    the `backbone:` section).
 
     Attributes:
-        version: "6" (Finch: data-dependent decay and ddlerp), "5" (Eagle) or "goldfinch"
-            (Finch-C2 blocks, then GOLD blocks over the key cache: L - int(2L/3) of them).
-        n_layer, n_embd, head_size: L, D and N (H = D / N heads).
-        dim_ffn: channel-mix hidden size; 0 = 4·D (Vision-RWKV's ratio).
         patch, stride: patch size and step over (time frames, mel bins).
         shift_distance, shift_gamma: Q-Shift's distance s (patches) and group fraction γ.
         drop_path: stochastic-depth rate of the last block (linear from 0 over depth).
         pool: "mean" (the paper's mean-pooled head), "max" or "mean+max" over patches.
         num_classes, num_mel_bins, target_frames: output classes and the input size the
             position table is learned for; None = set by the runner from the data and features.
-        tm_lora_rank, decay_lora_rank: Finch LoRA ranks (0 = the backbone's defaults 32 / 64).
     """
 
-    version: str = "6"
-    n_layer: int = 12
-    n_embd: int = 192
-    head_size: int = 64
-    dim_ffn: int = 0
     patch: tuple[int, int] = (16, 16)
     stride: tuple[int, int] = (16, 16)
     shift_distance: int = 1
@@ -86,18 +81,8 @@ class AudioRWKVConfig:
     num_classes: int | None = None
     num_mel_bins: int | None = None
     target_frames: int | None = None
-    tm_lora_rank: int = 0
-    decay_lora_rank: int = 0
 
     def __post_init__(self) -> None:
-        check_int(self, "n_layer", min=1)
-        check_int(self, "head_size", min=4)
-        if self.head_size % 4:
-            raise ConfigError("head_size", self.head_size, "a multiple of 4")
-        check_int(self, "n_embd", min=self.head_size)
-        if self.n_embd % self.head_size:
-            raise ConfigError("n_embd", self.n_embd, f"a multiple of head_size ({self.head_size})")
-        check_int(self, "dim_ffn", min=0)
         for name in ("patch", "stride"):
             value = getattr(self, name)
             if (not isinstance(value, (tuple, list)) or len(value) != 2
@@ -109,56 +94,67 @@ class AudioRWKVConfig:
         check_choice(self, "pool", ("mean", "max", "mean+max"))
         for name in ("num_classes", "num_mel_bins", "target_frames"):
             check_int(self, name, min=1, optional=True)
-        for name in ("tm_lora_rank", "decay_lora_rank"):
-            check_int(self, name, min=0)
         if self.target_frames is not None and self.num_mel_bins is not None:
             if self.target_frames < self.patch[0] or self.num_mel_bins < self.patch[1]:
                 raise ConfigError("patch", self.patch, f"at most the input ({self.target_frames} frames, "
                                                        f"{self.num_mel_bins} mel bins)")
-        self._check_backbone()
 
-    def _check_backbone(self) -> None:
-        """The backbone's own checks (version names, GoldFinch's layer count, ...), reported
-        under this section's key."""
-        try:
-            self.backbone_config()
-        except ConfigError:
-            raise
-        except ValueError as err:  # "RWKVConfig.<field>=...: ..." from the backbone config
-            match = re.match(r"RWKVConfig\.(\w+)", str(err))
-            key = match.group(1) if match and hasattr(self, match.group(1)) else "version"
-            raise ConfigError(key, getattr(self, key), f"a valid backbone setting ({err})") from None
 
-    def backbone_config(self) -> RWKVConfig:
-        """The backbone config the blocks are built from (vocab unused: 1)."""
-        return RWKVConfig(version=self.version, n_layer=self.n_layer, n_embd=self.n_embd, vocab_size=1,
-                          head_size=self.head_size, dim_ffn=self.dim_ffn or 4 * self.n_embd,
-                          tm_lora_rank=self.tm_lora_rank or None, decay_lora_rank=self.decay_lora_rank or None)
+@dataclass
+class AudioRWKVConfig(AudioTaggerConfig):
+    """A whole AudioRWKV tagger: the tagger's settings and its `backbone` (an `RWKVConfig`:
+    version "6" Finch, "5" Eagle or "goldfinch"; `vocab_size` is unused by the encoder). What a
+    tagger checkpoint stores (`to_dict`, read back by `from_dict`)."""
+
+    backbone: RWKVConfig = field(default_factory=RWKVConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.backbone, RWKVConfig):
+            raise ConfigError("backbone", self.backbone, "an RWKVConfig")
+
+    @classmethod
+    def of(cls, tagger: AudioTaggerConfig, backbone: RWKVConfig, **changes: Any) -> "AudioRWKVConfig":
+        """The tagger's settings (with `changes`) around `backbone`."""
+        values = {f.name: getattr(tagger, f.name) for f in dataclasses.fields(AudioTaggerConfig)}
+        return cls(**{**values, **changes}, backbone=backbone)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["patch"], d["stride"] = list(self.patch), list(self.stride)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "AudioRWKVConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
+        """The config `to_dict` wrote; also the flat dict of older tagger checkpoints (backbone
+        fields beside the tagger's, see `_FLAT_BACKBONE`), converted."""
+        known = {f.name for f in dataclasses.fields(cls)} | set(_FLAT_BACKBONE)
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"unknown AudioRWKVConfig keys {unknown}", fix=f"valid keys: {sorted(known)}")
         values = dict(values)
-        for key in ("patch", "stride"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        flat = {k: values.pop(k) for k in _FLAT_BACKBONE if k in values}
+        if flat:
+            if "backbone" in values:
+                raise UserError(f"AudioRWKVConfig keys {sorted(flat)} beside a 'backbone' section",
+                                fix="put them in the backbone section")
+            values["backbone"] = _backbone_of_flat({**_FLAT_BACKBONE, **flat})
+        return config_from_dict(cls, values)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "AudioRWKVConfig":
-        """AudioRWKV-T or -S ("T"/"S"), with overrides."""
+        """AudioRWKV-T or -S ("T"/"S"), with overrides (backbone fields or the tagger's)."""
         key = name.upper().removeprefix("AUDIORWKV-")
         if key not in PRESETS:
             raise UserError(f"unknown AudioRWKV preset {name!r}", fix=f"known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[key], **overrides})
+        names = {f.name for f in dataclasses.fields(RWKVConfig)}
+        backbone = {**PRESETS[key], **{k: v for k, v in overrides.items() if k in names}}
+        return cls(**{k: v for k, v in overrides.items() if k not in names}, backbone=RWKVConfig(**backbone))
+
+
+def _backbone_of_flat(flat: dict[str, Any]) -> dict[str, Any]:
+    """An old flat config's backbone fields as an RWKVConfig section (0 meant "the default")."""
+    return {"version": flat["version"], "n_layer": flat["n_layer"], "n_embd": flat["n_embd"],
+            "head_size": flat["head_size"], "dim_ffn": flat["dim_ffn"] or 4 * flat["n_embd"],
+            "tm_lora_rank": flat["tm_lora_rank"] or None, "decay_lora_rank": flat["decay_lora_rank"] or None}
 
 
 class AudioRWKV(RWKVEncoder):
@@ -173,7 +169,7 @@ class AudioRWKV(RWKVEncoder):
             if getattr(config, key) is None:
                 raise ValueError(f"AudioRWKVConfig.{key} is not set (the runner sets it from the data)")
         self.config = config
-        bb = config.backbone_config()
+        bb = config.backbone
         D = bb.n_embd
         self.patch_embed = PatchEmbed(D, config.target_frames, config.num_mel_bins, config.patch, config.stride)
         self.ln0 = nn.LayerNorm(D, eps=bb.layer_norm_eps)

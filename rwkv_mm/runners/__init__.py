@@ -1,11 +1,21 @@
 """Runner registry: one module per training stage in this package registers itself by name.
 
-A runner is `fn(config, run_dir, resume) -> summary dict` plus the dataclass its recipe fills:
+A runner is `fn(config, run_dir, resume) -> summary dict` plus the dataclass its recipe fills and
+the files it writes into the run folder (globs; `--overwrite` removes them and nothing else).
+A stage is usually a class in the shape of `rwkv_mm.training.stage` (setup -> fit -> export):
 
-    from rwkv_mm.runners import register_runner
+    from rwkv_mm.runners import register_stage
 
-    @register_runner("lm_music", config=MusicRunConfig, description="ABC music LM, one stage")
-    def run(cfg: MusicRunConfig, run_dir: Path, resume: bool) -> dict: ...
+    @register_stage("lm_music", config=MusicRunConfig, description="ABC music LM, one stage",
+                    outputs=("model.pth", "tunes/tune_*.abc", "tunes/tune_*.mid"))
+    class MusicStage:
+        def __init__(self, cfg: MusicRunConfig, run_dir: Path): ...
+        def setup(self) -> Trainer: ...
+        def build_model(self) -> nn.Module: ...
+        def export(self, model) -> dict: ...
+
+A plain function works too: `@register_runner(name, config=..., outputs=...)` on
+`def run(cfg, run_dir, resume) -> dict`.
 
 Modules here are discovered (pkgutil) and imported on the first lookup, so adding a stage means
 adding one file (and its recipe): no central list to edit. A modality package may keep its
@@ -23,6 +33,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class Runner:
     config_cls: type
     fn: Callable[..., dict]
     description: str
+    outputs: tuple[str, ...] = ()  # what it writes into the run folder (globs relative to it)
 
 
 _REGISTRY: dict[str, Runner] = {}
@@ -38,23 +50,49 @@ _IMPORT_ERRORS: dict[str, str] = {}  # module name -> "ErrorType: message"
 _discovered = False
 
 
-def register_runner(name: str, config: type, description: str = "") -> Callable:
+def register_runner(name: str, config: type, description: str = "",
+                    outputs: tuple[str, ...] = ()) -> Callable:
     """Decorator: register `fn(cfg, run_dir, resume) -> dict` as runner `name`.
 
     `config` is the dataclass a recipe fills (every field needs a default or the recipe must set
-    it). Registering a second, different function under a taken name is an error."""
+    it); `outputs` are the files the runner writes into its run folder besides the trainer's
+    (globs relative to it, e.g. "model.pth", "tunes/tune_*.abc"). Registering a second,
+    different function under a taken name is an error."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"runner name must be a non-empty string, got {name!r}")
     if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
         raise TypeError(f"runner {name!r}: config must be a dataclass type, got {config!r}")
+    if isinstance(outputs, str) or not all(isinstance(p, str) and p for p in outputs):
+        raise TypeError(f"runner {name!r}: outputs must be a tuple of globs, got {outputs!r}")
 
     def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
         old = _REGISTRY.get(name)
         if old is not None and _origin(old.fn) != _origin(fn):
             raise ValueError(f"runner {name!r} is registered twice "
                              f"({_origin(old.fn)} and {_origin(fn)})")
-        _REGISTRY[name] = Runner(name, config, fn, description)
+        _REGISTRY[name] = Runner(name, config, fn, description, tuple(outputs))
         return fn
+
+    return wrap
+
+
+def register_stage(name: str, config: type, description: str = "",
+                   outputs: tuple[str, ...] = ()) -> Callable[[type], type]:
+    """Class decorator: register a stage class (`cls(cfg, run_dir)` with `setup`, `build_model`,
+    `export`; see `rwkv_mm.training.stage`) as runner `name`, run by `run_stage`. The class
+    gets a `run(cfg, run_dir, resume=False)` static method: the registered runner function."""
+
+    def wrap(cls: type) -> type:
+        def run(cfg, run_dir: str | Path, resume: bool = False) -> dict:
+            from rwkv_mm.training.stage import run_stage
+
+            return run_stage(cls(cfg, Path(run_dir)), resume)
+
+        run.__module__, run.__qualname__ = cls.__module__, f"{cls.__qualname__}.run"
+        run.__doc__ = f"Runner {name!r}: {cls.__name__} set up, fitted and exported (run_stage)."
+        register_runner(name, config, description, outputs)(run)
+        cls.run = staticmethod(run)
+        return cls
 
     return wrap
 

@@ -1,51 +1,40 @@
 """Runner `lm_music`: train a byte-level Eagle/Finch LM on ABC tunes, then generate and score tunes.
 
 One stage (paper §10.1): IrishMAN-format data, V=128 byte tokens ([2] + bytes + [3]), the
-shared trainer; at the end the model is saved in the official layout, `generate.n_tunes` tunes
-are sampled (top-k 8, top-p 0.8 by default) and written as .abc/.mid, and the parse rate
-(tunes that music21 reads into a score with at least `generate.min_bars` bars) is reported.
+shared trainer; the export saves the model in the official layout (`model.pth`), samples
+`generate.n_tunes` tunes (top-k 8, top-p 0.8 by default) written as .abc/.mid, and reports the
+parse rate (tunes that music21 reads into a score with at least `generate.min_bars` bars).
+The model is the recipe's `backbone:` section (an `RWKVConfig`, `vocab_size: 128`), fresh or
+loaded from `init_from`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
 from torch import nn
 
-from rwkv_mm.backbone import RWKVConfig, SamplingConfig, build_backbone, load_model, save_model
+from rwkv_mm.backbone import RWKVConfig, SamplingConfig, save_model
 from rwkv_mm.cli_types import MAX_SEED
 from rwkv_mm.errors import ConfigError, UserError, check_float, check_int
-from rwkv_mm.runners import register_runner
+from rwkv_mm.runners import register_stage
+from rwkv_mm.shipped import resolve_shipped
+from rwkv_mm.training.backbone_section import backbone_from, require_shape
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.trainer import Trainer
 
-
-@dataclass
-class MusicModelConfig:
-    """Backbone shape (V is fixed at 128 bytes). Paper: Eagle, L=24, D=512.
-    version: "5" (Eagle), "6" (Finch) or "goldfinch"."""
-
-    version: str = "5"
-    n_layer: int = 24
-    n_embd: int = 512
-    head_size: int = 64
-
-    def __post_init__(self) -> None:
-        # the backbone's own checks (n_layer >= 1, head_size a multiple of 4 dividing n_embd,
-        # GoldFinch's >= 2 layers, ...): its ConfigError names the same field
-        RWKVConfig(version=self.version, n_layer=self.n_layer, n_embd=self.n_embd,
-                   vocab_size=128, head_size=self.head_size)
+#: byte tokens: the music runner's fixed vocabulary (`backbone.vocab_size`)
+BYTE_VOCAB = 128
 
 
 @dataclass
 class MusicDataConfig:
-    """Tunes: IrishMAN JSON files, .abc files or folders of .abc files."""
+    """Tunes: IrishMAN JSON files, .abc files or folders of .abc files (`pkg:` = shipped)."""
 
-    train: str = "data/music/train.json"
-    validation: str = "data/music/validation.json"
+    train: str = "pkg:data/music/train.json"
+    validation: str = "pkg:data/music/validation.json"
     ctx_len: int = 1024
     max_train_tunes: int = 0  # 0 = all
     max_validation_tunes: int = 0  # 0 = all
@@ -84,70 +73,77 @@ class MusicGenerateConfig:
 
 @dataclass
 class MusicRunConfig:
-    model: MusicModelConfig = field(default_factory=MusicModelConfig)
+    """`backbone`: the LM (null = the shape of `init_from`); `init_from`: a .pth/.safetensors
+    backbone to start from (e.g. RWKV-5-ABC-82M)."""
+
+    backbone: RWKVConfig | None = field(default_factory=lambda: RWKVConfig(vocab_size=BYTE_VOCAB))
+    init_from: str | None = None
     data: MusicDataConfig = field(default_factory=MusicDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: MusicGenerateConfig = field(default_factory=MusicGenerateConfig)
-    init_from: str | None = None  # a .pth/.safetensors backbone (e.g. RWKV-5-ABC-82M) to start from
+
+    def __post_init__(self) -> None:
+        require_shape(self.backbone, init_from=self.init_from)
+        if self.backbone is not None and self.backbone.vocab_size != BYTE_VOCAB:
+            raise ConfigError("backbone.vocab_size", self.backbone.vocab_size,
+                              f"{BYTE_VOCAB}: the music runner's tokens are bytes")
 
 
 def build_model(cfg: MusicRunConfig) -> nn.Module:
-    """A fresh App. I-initialised model, or the weights of `init_from` (must have V=128)."""
-    if cfg.init_from:
-        model = load_model(cfg.init_from)
-        if model.config.vocab_size != 128:
-            raise UserError(f"vocab_size {model.config.vocab_size}, not a byte-level model (V=128)",
-                            where=f"init_from={cfg.init_from}",
-                            fix="start the music runner from a byte model such as RWKV-5-ABC-82M")
-        return model
-    torch.manual_seed(cfg.train.seed)
-    m = cfg.model
-    return build_backbone(RWKVConfig(version=m.version, n_layer=m.n_layer, n_embd=m.n_embd,
-                                     vocab_size=128, head_size=m.head_size))
+    """A fresh App. I-initialised model of `cfg.backbone`, or the weights of `init_from`
+    (which must be a byte-level model, V=128)."""
+    model = backbone_from(cfg.backbone, cfg.init_from, cfg.train.seed)
+    if model.config.vocab_size != BYTE_VOCAB:  # backbone: null, and the file is not a byte model
+        raise UserError(f"vocab_size {model.config.vocab_size}, not a byte-level model (V={BYTE_VOCAB})",
+                        where=f"init_from={cfg.init_from}",
+                        fix="start the music runner from a byte model such as RWKV-5-ABC-82M")
+    return model
 
 
 def _limit(items: list, n: int) -> list:
     return items[:n] if n > 0 else items
 
 
-@register_runner("lm_music", config=MusicRunConfig,
-                 description="ABC music LM (byte-level Eagle/Finch), one stage + generation")
-def run(cfg: MusicRunConfig, run_dir: Path, resume: bool = False) -> dict:
-    """Train, save `model.pth`, generate and score tunes; returns the summary."""
-    from rwkv_mm.music.corpus import TuneDataset, collate_tunes, load_tunes
-    from rwkv_mm.music.generate import generate_tunes
-    from rwkv_mm.music.scoring import parse_rate, write_abc_and_midi
+@register_stage("lm_music", config=MusicRunConfig,
+                description="ABC music LM (byte-level Eagle/Finch), one stage + generation",
+                outputs=("model.pth", "tunes/tune_*.abc", "tunes/tune_*.mid"))
+class MusicStage:
+    """Train on tunes; export `model.pth` and generated, scored tunes."""
 
-    run_dir = Path(run_dir)
-    train_tunes, train_report = load_tunes(cfg.data.train)
-    val_tunes, _ = load_tunes(cfg.data.validation)
-    train_tunes = _limit(train_tunes, cfg.data.max_train_tunes)
-    val_tunes = _limit(val_tunes, cfg.data.max_validation_tunes)
-    print(f"data: {len(train_tunes)} training tunes, {len(val_tunes)} validation tunes "
-          f"({len(train_report.problems)} skipped with problems)")
-    train_set = TuneDataset(train_tunes, cfg.data.ctx_len)
-    val_set = TuneDataset(val_tunes, cfg.data.ctx_len)
+    def __init__(self, cfg: MusicRunConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
 
-    model = build_model(cfg)
-    trainer = Trainer(model, cfg.train, run_dir, train_set, collate_tunes, eval_set=val_set)
-    summary = trainer.fit(resume=resume)
-    full_state = trainer.full_model_state_dict() if trainer.sharded else None  # collective
-    if trainer.rank != 0:  # under torchrun only the first process saves and generates
-        return summary
-    if full_state is not None:  # FSDP: rebuild an unsharded copy from the gathered weights
-        model = build_model(cfg)
-        model.load_state_dict(full_state)
-    model_path = save_model(model.cpu().eval(), run_dir / "model.pth")
+    def setup(self) -> Trainer:
+        from rwkv_mm.music.corpus import TuneDataset, collate_tunes, load_tunes
 
-    g = cfg.generate
-    sampling = SamplingConfig(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k)
-    tunes_dir = run_dir / "tunes"
-    tunes_dir.mkdir(exist_ok=True)
-    tunes = generate_tunes(model, g.n_tunes, g.prompt, sampling, g.max_bytes, g.seed)
-    for i, text in enumerate(tunes):
-        write_abc_and_midi(text, tunes_dir / f"tune_{i:03d}")
-    rate = parse_rate(tunes, min_bars=g.min_bars) if tunes else float("nan")
-    summary.update({"model": str(model_path), "tunes_dir": str(tunes_dir), "n_tunes": len(tunes),
-                    "parse_rate": rate})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        d = self.cfg.data
+        train_tunes, train_report = load_tunes(resolve_shipped(d.train))
+        val_tunes, _ = load_tunes(resolve_shipped(d.validation))
+        train_tunes, val_tunes = _limit(train_tunes, d.max_train_tunes), _limit(val_tunes, d.max_validation_tunes)
+        print(f"data: {len(train_tunes)} training tunes, {len(val_tunes)} validation tunes "
+              f"({len(train_report.problems)} skipped with problems)")
+        return Trainer(self.build_model(), self.cfg.train, self.run_dir, TuneDataset(train_tunes, d.ctx_len),
+                       collate_tunes, eval_set=TuneDataset(val_tunes, d.ctx_len))
+
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg)
+
+    def export(self, model: nn.Module) -> dict[str, Any]:
+        """Save the model, generate `generate.n_tunes` tunes (.abc + .mid) and score them."""
+        from rwkv_mm.music.generate import generate_tunes
+        from rwkv_mm.music.scoring import parse_rate, write_abc_and_midi
+
+        model = model.cpu().eval()
+        model_path = save_model(model, self.run_dir / "model.pth")
+        g = self.cfg.generate
+        sampling = SamplingConfig(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k)
+        tunes_dir = self.run_dir / "tunes"
+        tunes_dir.mkdir(exist_ok=True)
+        tunes = generate_tunes(model, g.n_tunes, g.prompt, sampling, g.max_bytes, g.seed)
+        for i, text in enumerate(tunes):
+            write_abc_and_midi(text, tunes_dir / f"tune_{i:03d}")
+        rate = parse_rate(tunes, min_bars=g.min_bars) if tunes else float("nan")
+        return {"model": str(model_path), "tunes_dir": str(tunes_dir), "n_tunes": len(tunes), "parse_rate": rate}
+
+
+run = MusicStage.run  # the registered runner function: run(cfg, run_dir, resume=False) -> summary

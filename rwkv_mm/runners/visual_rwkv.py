@@ -2,9 +2,11 @@
 
 Stage 1 trains only the projector (`proj.*`); stage 2 trains the projector and the language
 model with the embedding and the CLIP tower frozen. The runner enforces both, whatever the
-recipe's `train.freeze`/`train_only` add. Stage 2 starts from stage 1's output folder through
-`init_from`. The result is saved as `<run_dir>/model/` (backbone.pth, projector.pth,
-visual_rwkv.json); with `eval` files set, GQA-format accuracy and POPE-format F1 are reported.
+recipe's `train.freeze`/`train_only` add. The language model is the recipe's `backbone:` (an
+RWKVConfig): fresh, from `backbone_weights` (an official RWKV-5/6 World .pth or a GoldFinch
+file), or — stage 2 — with the whole model from stage 1's output folder (`init_from`). The
+result is saved as `<run_dir>/model/` (backbone.pth, projector.pth, visual_rwkv.json); with
+`eval` files set, GQA-format accuracy and POPE-format F1 are reported.
 
 Every config section checks its values when built (a recipe names the dotted key and file).
 Bad samples (`data.on_error`) and unreadable evaluation images (`eval.on_error`) stop the run
@@ -13,16 +15,20 @@ with an error naming the sample/question and file, or are skipped and counted in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
-from rwkv_mm.backbone import VERSION_ALIASES as _VERSION_ALIASES
-from rwkv_mm.errors import ConfigError, UserError, check_choice, check_int
-from rwkv_mm.runners import register_runner
+from rwkv_mm.backbone import RWKVConfig
+from rwkv_mm.errors import ConfigError, check_choice, check_int
+from rwkv_mm.runners import register_stage
+from rwkv_mm.training.backbone_section import backbone_from, check_backbone, require_shape
 from rwkv_mm.training.config import TrainConfig
+from rwkv_mm.training.freezing import with_stage_rules
+from rwkv_mm.training.trainer import Trainer
 from rwkv_mm.vision.conversation import IMAGE_POSITIONS, ChatTemplate
 from rwkv_mm.vision.data import ON_ERROR
 from rwkv_mm.vision.tower import VisionConfig
@@ -30,28 +36,14 @@ from rwkv_mm.vision.tower import VisionConfig
 
 @dataclass
 class VisualModelConfig:
-    """The language model: a fresh one of this shape, or the weights of `backbone` (an official
-    RWKV-5/6 World .pth, e.g. RWKV-5-World-1B5, or a GoldFinch file) — ignored when `init_from`
-    is set. `version`: "5" (Eagle), "6" (Finch) or "goldfinch" (Finch-C2 + GOLD layers; its
-    default split, L - int(2L/3) GOLD layers on top)."""
+    """How the image span runs through the language model (the LM itself is `backbone:`).
+    `reverse_image_odd_layers`: VisualRWKV-6's bidirectional image span (Eagle/Finch only)."""
 
-    backbone: str = ""
-    version: str = "5"
-    n_layer: int = 24
-    n_embd: int = 2048
-    head_size: int = 64
-    vocab_size: int = 65536
-    reverse_image_odd_layers: bool = False  # VisualRWKV-6's bidirectional image span
+    reverse_image_odd_layers: bool = False
 
     def __post_init__(self) -> None:
-        if str(self.version).strip().lower() not in _VERSION_ALIASES:
-            raise ConfigError("version", self.version, "'5' (Eagle), '6' (Finch) or 'goldfinch'")
-        for name in ("n_layer", "n_embd", "head_size", "vocab_size"):
-            check_int(self, name, min=1)
-        canonical = _VERSION_ALIASES[str(self.version).strip().lower()]
-        if self.reverse_image_odd_layers and canonical == "goldfinch":
-            raise ConfigError("reverse_image_odd_layers", True, "false with version goldfinch (GOLD "
-                              "layers share one key cache in sequence order)")
+        if not isinstance(self.reverse_image_odd_layers, bool):
+            raise ConfigError("reverse_image_odd_layers", self.reverse_image_odd_layers, "true or false")
 
 
 @dataclass
@@ -67,7 +59,7 @@ class VisualDataConfig:
     cache_features: bool = False  # compute each image's tower features once (frozen tower)
     max_samples: int = 0  # 0 = all
     synthetic: bool = False
-    synthetic_root: str = "data/visual_synth"
+    synthetic_root: str = "runs/data/visual_synth"
 
     def __post_init__(self) -> None:
         check_int(self, "ctx_len", min=1)
@@ -101,8 +93,14 @@ class VisualEvalConfig:
 
 @dataclass
 class VisualRunConfig:
+    """`init_from`: a previous stage's model folder or a released VisualRWKV .pth (the whole
+    model); `backbone`: the LM (null = the shape of the weights); `backbone_weights`: an LM file
+    to start a fresh fusion model from."""
+
     stage: int = 1
-    init_from: str = ""  # a previous stage's model folder or a released VisualRWKV .pth
+    init_from: str = ""
+    backbone: RWKVConfig | None = field(default_factory=RWKVConfig)
+    backbone_weights: str = ""
     model: VisualModelConfig = field(default_factory=VisualModelConfig)
     vision: VisionConfig = field(default_factory=VisionConfig)
     template: ChatTemplate = field(default_factory=ChatTemplate)
@@ -112,31 +110,29 @@ class VisualRunConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "stage", tuple(STAGE_RULES))
+        require_shape(self.backbone, init_from=self.init_from, backbone_weights=self.backbone_weights)
+        if self.init_from and self.backbone_weights:
+            raise ConfigError("backbone_weights", self.backbone_weights,
+                              "empty when init_from is set (the whole model, LM included, comes from there)")
+        if self.model.reverse_image_odd_layers and self.backbone is not None and self.backbone.is_goldfinch:
+            raise ConfigError("model.reverse_image_odd_layers", True, "false with backbone.version goldfinch "
+                              "(GOLD layers share one key cache in sequence order)")
 
 
-STAGE_RULES = {1: {"train_only": ["proj.*"], "freeze": ["vit.*"]},
-               2: {"train_only": [], "freeze": ["vit.*", "rwkv.emb.*"]}}
+#: what each stage trains, whatever the recipe's train.freeze / train.train_only say
+STAGE_RULES = {1: {"train_only": ["proj.*"], "freeze": ["vit.*"], "what": "stage 1 trains only the projector"},
+               2: {"train_only": [], "freeze": ["vit.*", "rwkv.emb.*"], "what": "stage 2"}}
 
 
 def stage_train_config(cfg: VisualRunConfig) -> TrainConfig:
     """`cfg.train` with the stage's freezing rules merged in."""
-    if cfg.stage not in STAGE_RULES:
-        raise ConfigError("stage", cfg.stage, "1 (projector only) or 2 (projector + LM)")
     rules = STAGE_RULES[cfg.stage]
-    train = TrainConfig(**{**cfg.train.__dict__})
-    if rules["train_only"]:
-        extra = [p for p in cfg.train.train_only if p not in rules["train_only"]]
-        if extra:
-            raise UserError(f"stage 1 trains only the projector; train.train_only has {extra}",
-                            fix="remove them, or train them in stage 2")
-        train.train_only = list(rules["train_only"])
-    train.freeze = list(dict.fromkeys([*cfg.train.freeze, *rules["freeze"]]))
-    return train
+    return with_stage_rules(cfg.train, rules["freeze"], rules["train_only"], rules["what"])
 
 
-def build_visual_model(cfg: VisualRunConfig):
-    """The fusion model: from `init_from`, or a backbone (file or fresh) + a fresh projector."""
-    from rwkv_mm.backbone import RWKVConfig, build_backbone, load_model
+def build_visual_model(cfg: VisualRunConfig) -> nn.Module:
+    """The fusion model: from `init_from`, or the backbone (fresh or `backbone_weights`) with the
+    tower and a fresh projector (seeded with `train.seed`)."""
     from rwkv_mm.vision.checkpoint import load_visual_rwkv
     from rwkv_mm.vision.model import VisualRWKV
     from rwkv_mm.vision.projector import build_projector
@@ -144,71 +140,76 @@ def build_visual_model(cfg: VisualRunConfig):
 
     if cfg.init_from:
         model, _ = load_visual_rwkv(cfg.init_from, with_tower=False)
+        check_backbone(cfg.backbone, model.rwkv.config, f"init_from={cfg.init_from}")
         model.vit = build_vision_tower(cfg.vision)
         model.reverse_image_odd_layers = cfg.model.reverse_image_odd_layers
         return model
     torch.manual_seed(cfg.train.seed)
-    m = cfg.model
-    if m.backbone:
-        rwkv = load_model(m.backbone)
-    else:
-        rwkv = build_backbone(RWKVConfig(version=m.version, n_layer=m.n_layer, n_embd=m.n_embd,
-                                         vocab_size=m.vocab_size, head_size=m.head_size))
+    rwkv = backbone_from(cfg.backbone, cfg.backbone_weights, cfg.train.seed)
     tower = build_vision_tower(cfg.vision)
     proj = build_projector(cfg.vision.projector, tower.hidden_size, rwkv.config.n_embd)
-    return VisualRWKV(rwkv, tower, proj, m.reverse_image_odd_layers)
+    return VisualRWKV(rwkv, tower, proj, cfg.model.reverse_image_odd_layers)
 
 
-def _resolve(cfg: VisualRunConfig) -> None:
-    """Generate the synthetic set when the recipe asks for it."""
-    if cfg.data.synthetic:
-        from rwkv_mm.vision.synth import build_synthetic_visual
-        build_synthetic_visual(cfg.data.synthetic_root)
+@register_stage("visual_rwkv", config=VisualRunConfig,
+                description="VisualRWKV stage 1 (projector) or 2 (projector + LM) on LLaVA JSON",
+                outputs=("model/backbone.pth", "model/projector.pth", "model/visual_rwkv.json"))
+class VisualStage:
+    """Train one stage on LLaVA-format samples; export `<run_dir>/model/` and a quick eval."""
+
+    def __init__(self, cfg: VisualRunConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+
+    def setup(self) -> Trainer:
+        """The samples (checked before a possibly multi-GB model is built), the model, the trainer."""
+        from rwkv_mm.backbone import load_tokenizer
+        from rwkv_mm.vision.data import FeatureCache, LlavaDataset, LoadReport, collate_llava, load_llava_json
+        from rwkv_mm.vision.model import vlm_loss
+        from rwkv_mm.vision.preprocess import ImageProcessor
+
+        cfg, d = self.cfg, self.cfg.data
+        if d.synthetic:
+            from rwkv_mm.vision.synth import build_synthetic_visual
+            build_synthetic_visual(d.synthetic_root)
+        train_cfg = stage_train_config(cfg)
+        self.report = LoadReport()
+        records = load_llava_json(d.data_path, d.image_root, d.on_error, self.report)
+        records = records[:d.max_samples] if d.max_samples > 0 else records
+        model = self.build_model()
+        tower = model.vit
+        self.tokenizer = load_tokenizer("world")
+        self.processor = ImageProcessor(tower.image_size, cfg.vision.pad_to_square)
+        features = FeatureCache(tower, self.processor) if d.cache_features else None
+        dataset = LlavaDataset(records, self.tokenizer, tower.num_tokens, self.processor, features, d.ctx_len,
+                               cfg.template, d.image_position, d.on_error, self.report)
+        print(f"stage {cfg.stage}: {len(records)} samples from {d.data_path} ({self.report.summary()}); "
+              f"{tower.num_tokens} image tokens per image")
+        self.trainer = Trainer(model, train_cfg, self.run_dir, dataset, collate_llava, loss_fn=vlm_loss)
+        counts = self.trainer.param_counts
+        print(f"parameters: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen")
+        return self.trainer
+
+    def build_model(self) -> nn.Module:
+        return build_visual_model(self.cfg)
+
+    def export(self, model: nn.Module) -> dict[str, Any]:
+        """Save `<run_dir>/model/`, then the quick GQA/POPE-format eval when files are set."""
+        from rwkv_mm.vision.checkpoint import save_visual_rwkv
+
+        cfg, report = self.cfg, self.report
+        model = model.cpu().eval()
+        model_dir = self.run_dir / "model"
+        save_visual_rwkv(model, model_dir, cfg.vision, cfg.template, cfg.data.image_position)
+        out: dict[str, Any] = {"stage": cfg.stage, "model_dir": str(model_dir), "skipped_samples": report.skipped,
+                               "trainable_params": self.trainer.param_counts["trainable"]}
+        if report.skipped:
+            out["skipped_report"] = report.summary()
+            print(f"bad samples: {report.summary()}")
+        out.update(quick_eval(model, self.tokenizer, self.processor, cfg))
+        return out
 
 
-@register_runner("visual_rwkv", config=VisualRunConfig,
-                 description="VisualRWKV stage 1 (projector) or 2 (projector + LM) on LLaVA JSON")
-def run(cfg: VisualRunConfig, run_dir: Path, resume: bool = False) -> dict:
-    """Train one stage, save `<run_dir>/model/`, optionally evaluate; returns the summary."""
-    from rwkv_mm.backbone import load_tokenizer
-    from rwkv_mm.training.trainer import Trainer
-    from rwkv_mm.vision.checkpoint import save_visual_rwkv
-    from rwkv_mm.vision.data import FeatureCache, LlavaDataset, LoadReport, collate_llava, load_llava_json
-    from rwkv_mm.vision.model import vlm_loss
-    from rwkv_mm.vision.preprocess import ImageProcessor
-
-    run_dir = Path(run_dir)
-    _resolve(cfg)
-    train_cfg = stage_train_config(cfg)
-    report = LoadReport()  # the data is checked before a (possibly multi-GB) model is built
-    records = load_llava_json(cfg.data.data_path, cfg.data.image_root, cfg.data.on_error, report)
-    if cfg.data.max_samples > 0:
-        records = records[:cfg.data.max_samples]
-    model = build_visual_model(cfg)
-    tower = model.vit
-    tokenizer = load_tokenizer("world")
-    processor = ImageProcessor(tower.image_size, cfg.vision.pad_to_square)
-    features = FeatureCache(tower, processor) if cfg.data.cache_features else None
-    dataset = LlavaDataset(records, tokenizer, tower.num_tokens, processor, features, cfg.data.ctx_len,
-                           cfg.template, cfg.data.image_position, cfg.data.on_error, report)
-    print(f"stage {cfg.stage}: {len(records)} samples from {cfg.data.data_path} ({report.summary()}); "
-          f"{tower.num_tokens} image tokens per image")
-    trainer = Trainer(model, train_cfg, run_dir, dataset, collate_llava, loss_fn=vlm_loss)
-    print(f"parameters: {trainer.param_counts['trainable']:,} trainable, {trainer.param_counts['frozen']:,} frozen")
-    summary = trainer.fit(resume=resume)
-    if trainer.rank != 0:
-        return summary
-    model = model.cpu().eval()
-    model_dir = run_dir / "model"
-    save_visual_rwkv(model, model_dir, cfg.vision, cfg.template, cfg.data.image_position)
-    summary.update({"stage": cfg.stage, "model_dir": str(model_dir), "skipped_samples": report.skipped,
-                    "trainable_params": trainer.param_counts["trainable"]})
-    if report.skipped:
-        summary["skipped_report"] = report.summary()
-        print(f"bad samples: {report.summary()}")
-    summary.update(quick_eval(model, tokenizer, processor, cfg))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+run = VisualStage.run  # the registered runner function: run(cfg, run_dir, resume=False) -> summary
 
 
 def quick_eval(model, tokenizer, processor, cfg: VisualRunConfig) -> dict:

@@ -3,12 +3,11 @@
 `run_recipe(recipe, run_dir, resume=...)` is how `rwkv-mm train` and the quickstart run a
 recipe's runner; it holds a `RunFolder` around the runner:
 
-- a lock (`.lock`: an flock plus the holder's PID). A second training into the same folder fails
-  at once naming that PID; the lock of a process that died (kill -9) is free again and is taken
-  over with a warning naming the dead PID.
+- a lock (`.lock`, see `run_lock`): a second training into the same folder fails at once naming
+  the holder's PID; the lock of a process that died (kill -9) is taken over with a warning.
 - A fresh run refuses a folder that holds anything, unless told what to do with it:
-  `existing="overwrite"` removes what a run writes there (`RUN_OUTPUTS`) and keeps every other
-  file; `existing="replace_own"` (the quickstart) does the same but refuses when anything else is
+  `existing="overwrite"` removes what a run writes there (`run_outputs()`: the trainer's files
+  and those every registered runner declares) and keeps every other file; `existing="replace_own"` (the quickstart) does the same but refuses when anything else is
   there.
 - A resume compares the saved `config.yaml` with the new config and refuses changes of the
   run's meaning (every key but `FREE_KEYS`: model, data, batch size, seed, learning rates, ...)
@@ -29,7 +28,6 @@ import contextlib
 import fnmatch
 import os
 import re
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,18 +36,20 @@ from typing import Any
 from rwkv_mm.backbone import TEMP_SUFFIX
 from rwkv_mm.errors import UserError
 
-LOCK_NAME = ".lock"
+from .notices import warn
+from .run_lock import LOCK_NAME, RunLock
+
+__all__ = ["CONFIG_NAME", "FREE_KEYS", "TRAINER_OUTPUTS", "RunFolder", "RunLock", "classify",
+           "config_changes", "confirm_resumed", "flatten", "remove_outputs", "run_outputs",
+           "run_recipe", "stale_temp_files", "training_folder"]
+
 CONFIG_NAME = "config.yaml"
 
-#: What a run writes into its folder (globs relative to it): the trainer, then the shipped
-#: runners (music, visual, audio). `--overwrite` removes these and nothing else.
-RUN_OUTPUTS = (
-    LOCK_NAME, CONFIG_NAME, "metrics.jsonl", "loss.png", "loss.tmp.png", "summary.json",
-    "checkpoints/last.pt", "checkpoints/step_*.pt",
-    "model.pth", "tunes/tune_*.abc", "tunes/tune_*.mid",
-    "model/backbone.pth", "model/projector.pth", "model/visual_rwkv.json",
-    "model.pt", "model_avg.pt", "map.jsonl", "ap.png", "ap.tmp.png", "data_report.txt",
-)
+#: What every run writes into its folder (globs relative to it): the lock, the resolved config,
+#: the trainer's logs, plot and checkpoint, the stage's summary ("loss.tmp.png": older versions'
+#: temp file). Runners declare what they add: `register_runner(..., outputs=(...))`.
+TRAINER_OUTPUTS = (LOCK_NAME, CONFIG_NAME, "metrics.jsonl", "loss.png", "loss.tmp.png", "summary.json",
+                   "checkpoints/last.pt")
 
 #: Keys a resume may change freely: how long the run goes on and what it logs, evaluates or
 #: generates on the way. Any other change needs `--allow-config-change`.
@@ -62,93 +62,16 @@ FREE_KEYS = (
 _TEMP_NAME = re.compile(r".+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
 
 
-def warn(message: str) -> None:
-    """One `rwkv-mm: warning: ...` line on stderr."""
-    print(f"rwkv-mm: warning: {message}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- lock
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _read_holder(path: Path) -> tuple[int | None, str]:
-    """(PID, host) written in a lock file; (None, "") when unreadable."""
-    try:
-        fields = path.read_text(errors="replace").split()
-        return int(fields[0]), (fields[1] if len(fields) > 1 else "")
-    except (OSError, ValueError, IndexError):
-        return None, ""
-
-
-class RunLock:
-    """An exclusive lock on a run folder: `<run_dir>/.lock`, flock'ed while held, holding
-    "<pid> <host>". The kernel frees the flock when the holder dies, so a lock of a dead process
-    is free; it is taken over with a warning naming that process."""
-
-    def __init__(self, run_dir: str | os.PathLike) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> "RunLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                pid, host = _read_holder(self.path)
-                holder = "another process" if pid is None else f"PID {pid}"
-                if pid is not None and host and host != socket.gethostname():
-                    holder += f" on {host}"
-                raise UserError(f"another training ({holder}) is using this run folder",
-                                where=str(self.path.parent),
-                                fix="wait for it to finish, or train into another --run-dir") from None
-            # The holder before us may have removed the file between our open and flock.
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        old_pid, old_host = _read_holder(self.path)
-        if old_pid is not None and old_pid != os.getpid():
-            where = f" on {old_host}" if old_host and old_host != socket.gethostname() else ""
-            state = "no longer running" if where or not _pid_alive(old_pid) else "no longer holding it"
-            warn(f"taking over the stale lock of PID {old_pid}{where} ({state}), {self.path}")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        os.fsync(fd)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        """Remove the lock file and free the lock."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        os.close(self._fd)  # closing frees the flock
-        self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
 # ----------------------------------------------------------------------------- contents
+def run_outputs() -> tuple[str, ...]:
+    """Globs (relative to a run folder) of every file a run writes: `TRAINER_OUTPUTS` and the
+    outputs each registered runner declares. `--overwrite` removes these and nothing else."""
+    from rwkv_mm.runners import list_runners
+
+    declared = (pattern for runner in list_runners() for pattern in runner.outputs)
+    return tuple(dict.fromkeys([*TRAINER_OUTPUTS, *declared]))
+
+
 def _files_under(root: Path) -> Iterator[Path]:
     """Every non-directory entry under `root` (symlinks not followed)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -165,17 +88,17 @@ def stale_temp_files(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in _files_under(Path(run_dir)) if _TEMP_NAME.fullmatch(p.name))
 
 
-def _is_output(rel: str) -> bool:
-    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in RUN_OUTPUTS) or bool(
+def _is_output(rel: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, pattern) for pattern in patterns) or bool(
         _TEMP_NAME.fullmatch(rel.rsplit("/", 1)[-1]))
 
 
 def classify(run_dir: str | os.PathLike) -> tuple[list[Path], list[Path]]:
     """(what a run writes, everything else) among the files under `run_dir`."""
-    run_dir = Path(run_dir)
+    run_dir, patterns = Path(run_dir), run_outputs()
     outputs, foreign = [], []
     for path in sorted(_files_under(run_dir)):
-        (outputs if _is_output(path.relative_to(run_dir).as_posix()) else foreign).append(path)
+        (outputs if _is_output(path.relative_to(run_dir).as_posix(), patterns) else foreign).append(path)
     return outputs, foreign
 
 
@@ -343,19 +266,13 @@ class RunFolder:
             warn(f"keys in only one of {path} and the new config (not compared): {', '.join(one_side)}")
 
 
-def _rank() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 @contextlib.contextmanager
 def training_folder(run_dir: str | os.PathLike, recipe, **kwargs) -> Iterator[RunFolder | None]:
     """`RunFolder(run_dir, recipe, **kwargs)` held by rank 0; under torchrun the other ranks wait
     for its checks and fail with the same message when they fail."""
-    rank, world = _rank()
+    from .distributed import rank_and_world
+
+    rank, world = rank_and_world()
     folder = RunFolder(run_dir, recipe, **kwargs) if rank == 0 else None
     failure: BaseException | None = None
     if folder is not None:

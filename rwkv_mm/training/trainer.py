@@ -4,37 +4,44 @@ AdamW with the paper's parameter groups, warmup + cosine, gradient accumulation 
 bf16 autocast on CUDA (fp32 on CPU), freezing by name patterns, periodic evaluation, atomic
 checkpoints that resume exactly, a progress bar, metrics in JSONL and a loss-curve PNG.
 Runs under torchrun (DDP; gloo on CPU, NCCL on GPU) with the same global batch semantics.
+Its parts: `freezing` (which parameters train), `distributed` (wrapping, whole states under
+FSDP), `nonfinite` (NaN/inf steps and weights), `step_logs` (JSONL logs on fresh start/resume).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fnmatch
-import json
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from rwkv_mm.backbone import atomic_write, param_groups
+from rwkv_mm.backbone import param_groups
+from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import UserError
 
 from .checkpoint import atomic_torch_save, load_training_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data_order import DataPosition, EpochOrder, shard
+from .distributed import (all_reduce_sum, full_model_state, full_optimizer_state, load_full_states,
+                          maybe_init_distributed, rank_and_world, wrap_model)
+from .freezing import apply_freezing
 from .l2wrap import l2wrap
-from .plot import plot_metrics, read_jsonl
-from .run_dir import confirm_resumed, warn
+from .nonfinite import check_finite_weights, nonfinite_step
+from .notices import warn
+from .plot import plot_metrics
+from .run_dir import confirm_resumed
 from .schedule import lr_at
+from .step_logs import append_record, reset_step_logs, truncate_step_logs
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "Batch", "LossFn", "lm_loss", "Trainer", "apply_freezing",
+           "maybe_init_distributed"]  # the last two: kept importable from here for callers
+
 Batch = dict[str, Any]
 # loss_fn(model, batch) -> (sum of token losses, number of target tokens, logits or None)
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
@@ -47,54 +54,6 @@ def lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor,
     loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
                                ignore_index=IGNORE_INDEX, reduction="sum")
     return loss_sum, (targets != IGNORE_INDEX).sum(), logits
-
-
-def apply_freezing(model: nn.Module, freeze: Sequence[str], train_only: Sequence[str]) -> dict[str, int]:
-    """Set requires_grad from fnmatch patterns over parameter names. Returns counts.
-
-    A pattern that matches no parameter is an error (a typo would silently train everything)."""
-    names = [n for n, _ in model.named_parameters()]
-    for pattern in (*freeze, *train_only):
-        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            raise UserError(f"freeze/train_only pattern {pattern!r} matches no parameter",
-                            where="train.freeze/train.train_only",
-                            fix=f"parameter names look like {', '.join(names[:4])}")
-    counts = {"trainable": 0, "frozen": 0}
-    for name, p in model.named_parameters():
-        train = (not train_only or any(fnmatch.fnmatchcase(name, pat) for pat in train_only))
-        train = train and not any(fnmatch.fnmatchcase(name, pat) for pat in freeze)
-        p.requires_grad_(train)
-        counts["trainable" if train else "frozen"] += p.numel()
-    return counts
-
-
-def fsdp_units(model: nn.Module) -> list[nn.Module]:
-    """The residual blocks FSDP shards one by one: every entry of every `blocks` ModuleList,
-    wherever it sits (an LM's `blocks` — Eagle/Finch `Block`s or GoldFinch `GoldFinchBlock`s —,
-    a VisualRWKV's `rwkv.blocks`, an AudioRWKV's `blocks`). What lies outside them (embedding,
-    GoldFinch's key-cache matrices, head, front ends) goes to the root unit."""
-    units: list[nn.Module] = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and name.rsplit(".", 1)[-1] == "blocks":
-            units.extend(module)
-    return units
-
-
-def maybe_init_distributed() -> bool:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL with one GPU per
-    process (LOCAL_RANK) when CUDA is available, gloo on CPUs. Returns True when distributed."""
-    import os
-
-    if dist.is_initialized():
-        return True
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
-    return True
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -122,9 +81,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.train_set, self.eval_set, self.collate, self.loss_fn = train_set, eval_set, collate, loss_fn
-        self.distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.distributed else 0
-        self.world = dist.get_world_size() if self.distributed else 1
+        self.rank, self.world = rank_and_world()
         self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}"
                                               if torch.cuda.is_available() else "cpu"))
         micro = cfg.micro_batch_size or cfg.batch_size // self.world
@@ -138,16 +95,8 @@ class Trainer:
         if self.param_counts["trainable"] == 0:
             raise UserError("nothing to train: every parameter is frozen",
                             where="train.freeze/train.train_only", fix="check the patterns")
-        self.wrapped = model
-        self.sharded = self.distributed and self.world > 1 and cfg.strategy == "fsdp"
-        if self.sharded:  # FSDP2: each block's parameters sharded over processes, then the rest
-            from torch.distributed.fsdp import fully_shard
-            for block in fsdp_units(model):
-                fully_shard(block)
-            fully_shard(model)
-        elif self.distributed and self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            self.wrapped = DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # FSDP2 shards `model` in place (each block, then the rest); DDP wraps it
+        self.wrapped, self.sharded = wrap_model(model, cfg.strategy, self.device)
         self.optimizer = torch.optim.AdamW(
             param_groups(model, cfg.lr, cfg.weight_decay, cfg.decay_lr_scale),
             lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
@@ -167,30 +116,15 @@ class Trainer:
     def full_model_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole (unsharded) model state dict. Under FSDP every process must call it (it
         gathers the shards) and only rank 0 receives the tensors (on the CPU; others get {})."""
-        if not self.sharded:
-            return self.model.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def _optimizer_state_dict(self) -> dict:
-        if not self.sharded:
-            return self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-        return get_optimizer_state_dict(self.model, self.optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return full_model_state(self.model, self.sharded)
 
     def save_checkpoint(self) -> None:
         """Write model, optimizer, step, data position and RNG states (rank 0, atomically).
 
         Weights that are not finite are never written: a `UserError` naming the step instead."""
-        model_sd, optim_sd = self.full_model_state_dict(), self._optimizer_state_dict()
-        bad = [name for name, t in model_sd.items()
-               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        flag = self._all_reduce(torch.tensor(float(bool(bad)), device=self.device))
-        if float(flag) > 0:  # every process stops (under FSDP only rank 0 sees the weights)
-            raise UserError(f"non-finite weights after step {self.step} ({', '.join(bad[:3]) or 'on rank 0'}); "
-                            "the checkpoint was not written", where=str(self.run_dir),
-                            fix="lower train.lr or check the init_from weights")
+        model_sd = self.full_model_state_dict()
+        optim_sd = full_optimizer_state(self.model, self.optimizer, self.sharded)
+        check_finite_weights(model_sd, self.step, self.run_dir, all_reduce_sum, self.device)
         if self.rank != 0:
             return
         atomic_torch_save({
@@ -211,11 +145,7 @@ class Trainer:
             raise UserError(f"the checkpoint was written with strategy {ckpt.get('strategy', 'plain')!r}",
                             where=str(path or self.checkpoint_path), fix="resume with the same train.strategy")
         if self.sharded:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                                 set_optimizer_state_dict)
-            options = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.model, ckpt["model"], options=options)
-            set_optimizer_state_dict(self.model, self.optimizer, ckpt["optimizer"], options=options)
+            load_full_states(self.model, self.optimizer, ckpt)
         else:
             try:
                 self.model.load_state_dict(ckpt["model"])
@@ -231,11 +161,6 @@ class Trainer:
         set_rng_state(ckpt["rng"])
 
     # ----------------------------------------------------------------------------- steps
-    def _all_reduce(self, x: torch.Tensor) -> torch.Tensor:
-        if self.distributed and self.world > 1:
-            dist.all_reduce(x)
-        return x
-
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over a global batch. Returns loss (token-weighted mean), lr,
         gradient norm and tokens.
@@ -258,7 +183,7 @@ class Trainer:
         for b in batches:
             counts[0] += (b["targets"] != IGNORE_INDEX).sum()
             counts[1] += b["targets"].numel()
-        n_tokens, n_positions = self._all_reduce(counts).clamp(min=1).unbind()
+        n_tokens, n_positions = all_reduce_sum(counts).clamp(min=1).unbind()
         loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         self.model.train()
         for i, batch in enumerate(batches):
@@ -279,17 +204,11 @@ class Trainer:
         # max_norm inf (grad_clip 0) only measures: the gradients are multiplied by exactly 1.
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0
                                                          else float("inf")))
-        loss = float(self._all_reduce(loss_total) / n_tokens)
+        loss = float(all_reduce_sum(loss_total) / n_tokens)
         record: dict[str, Any] = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": float(n_tokens)}
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            what = "loss" if not math.isfinite(loss) else "gradient norm"
-            reason = f"non-finite {what} (loss {loss}, gradient norm {grad_norm})"
-            if self.skipped_steps >= cfg.skip_nonfinite:
-                allowed = f" after {self.skipped_steps} skipped step(s)" if cfg.skip_nonfinite else ""
-                raise UserError(f"training stopped at step {self.step + 1}: {reason}{allowed}; no checkpoint "
-                                "was written with these weights", where=str(self.run_dir),
-                                fix="lower train.lr, check the data and the init_from weights, or set "
-                                    "train.skip_nonfinite=N to skip up to N such steps")
+        reason = nonfinite_step(loss, grad_norm, self.step + 1, self.skipped_steps, cfg.skip_nonfinite,
+                                self.run_dir)
+        if reason is not None:
             self.skipped_steps += 1
             record["skipped"] = reason
         else:
@@ -321,30 +240,7 @@ class Trainer:
     # ----------------------------------------------------------------------------- loop
     def _log(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def _truncate_step_logs(self) -> None:
-        """On resume, drop the log lines written after the checkpoint (those steps will be redone)
-        and a last line that a kill cut short (with a warning naming the file)."""
-        if self.rank != 0:
-            return
-        for path in self.step_logs:
-            if not path.exists():
-                continue
-            rows, torn = read_jsonl(path)
-            if torn is not None:
-                warn(f"cutting a torn last line from {path}: {torn[:60]!r}")
-            kept = [line for line, record in rows if record.get("step", 0) <= self.step]
-            if torn is not None or len(kept) != len(rows):
-                text = "".join(line + "\n" for line in kept)
-                atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text))
-
-    def _reset_step_logs(self) -> None:
-        """A fresh run starts its logs anew."""
-        if self.rank == 0:
-            for path in self.step_logs:
-                path.unlink(missing_ok=True)
+            append_record(self.metrics_path, record)
 
     def fit(self, resume: bool = False,
             on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> dict[str, Any]:
@@ -357,14 +253,14 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.load_checkpoint()
-            self._truncate_step_logs()
             if self.rank == 0:
+                truncate_step_logs(self.step_logs, self.step)
                 confirm_resumed(self.run_dir)  # the run folder may now take the new config.yaml
                 if self.step >= cfg.max_steps:
                     warn(f"{self.checkpoint_path} is at step {self.step}, train.max_steps={cfg.max_steps}: "
                          "nothing left to train (raise train.max_steps to go on)")
-        else:
-            self._reset_step_logs()
+        elif self.rank == 0:
+            reset_step_logs(self.step_logs)
         if not resume:  # a resumed run restores every RNG state from the checkpoint instead
             torch.manual_seed(cfg.seed)
         start_time, last = time.perf_counter(), {}

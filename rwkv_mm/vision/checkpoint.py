@@ -3,7 +3,9 @@
 Ours: `<dir>/backbone.pth` (the LM in BlinkDL's official layout, readable by `rwkv-mm generate`
 and BlinkDL's runtime; a GoldFinch LM in the GoldFinch code's layout, which `load_model` and
 `state_dict_to_model` recognise by its key-cache weights), `<dir>/projector.pth` (the projector's state dict) and
-`<dir>/visual_rwkv.json` (vision tower settings, template, image position, layer reversal).
+`<dir>/visual_rwkv.json` (vision tower settings, template, image position, layer reversal, and
+the backbone's RWKVConfig as `backbone_config`: the settings its weights do not show, such as
+`layer_norm_eps` or GoldFinch's `rope_base`; folders written before it are read by the shapes).
 The tower's weights are not copied: it is frozen and rebuilt from its source.
 
 Released (howard-hou/VisualRWKV v5/v6): one `.pth` with `rwkv.<official keys>`,
@@ -42,7 +44,8 @@ def save_visual_rwkv(model: VisualRWKV, out_dir: str | Path, vision: VisionConfi
     atomic_write(out_dir / "projector.pth", lambda tmp: torch.save(proj_sd, tmp))
     meta = {"format": "rwkv_mm.visual_rwkv/1", "backbone": "backbone.pth", "projector": "projector.pth",
             "vision": dataclasses.asdict(vision), "template": dataclasses.asdict(template),
-            "image_position": image_position, "reverse_image_odd_layers": model.reverse_image_odd_layers}
+            "image_position": image_position, "reverse_image_odd_layers": model.reverse_image_odd_layers,
+            "backbone_config": model.rwkv.config.to_dict()}
     text = json.dumps(meta, indent=2)
     return atomic_write(out_dir / META_FILE, lambda tmp: Path(tmp).write_text(text))
 
@@ -179,13 +182,17 @@ def load_visual_rwkv(path: str | Path, with_tower: bool = True) -> tuple[VisualR
     if path.is_file():
         model = load_released_visual_rwkv(path)
         return model, {"vision": VisionConfig(), "template": ChatTemplate(), "image_position": "first"}
+    from rwkv_mm.backbone import RWKVConfig
+
     meta = read_meta(path)
     try:
         vision = config_from_dict(VisionConfig, meta["vision"], "vision")
         template = config_from_dict(ChatTemplate, meta["template"], "template")
+        saved = meta.get("backbone_config")  # None in folders written before it was kept
+        config = None if saved is None else config_from_dict(RWKVConfig, saved, "backbone_config")
     except ValueError as err:  # ConfigDictError / ConfigError naming the key
         raise CheckpointError(str(err), where=str(path / META_FILE)) from None
-    rwkv = state_dict_to_model(read_state_dict(path / meta["backbone"]), source=str(path / meta["backbone"]))
+    rwkv = state_dict_to_model(read_state_dict(path / meta["backbone"]), config, source=str(path / meta["backbone"]))
     _, proj = _projector_from_state_dict(read_state_dict(path / meta["projector"]), str(path / meta["projector"]))
     tower = build_vision_tower(vision) if with_tower else None
     model = VisualRWKV(rwkv, tower, proj, meta.get("reverse_image_odd_layers", False)).eval()

@@ -13,6 +13,7 @@ from rwkv_mm.cli import build_parser
 from rwkv_mm.audio.fbank import FbankConfig
 from rwkv_mm.audio.features import AudioFeatures, FeatureStats
 from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
+from rwkv_mm.backbone import RWKVConfig
 from rwkv_mm.audio.tagger import tag_waveform, windows
 
 MIDS, NAMES = ["/m/a", "/m/b", "/m/c"], ["Aa", "Bb", "Cc"]
@@ -25,9 +26,9 @@ def audio_cli(*argv: str) -> int:
 
 def make(seed: int):
     torch.manual_seed(seed)
-    model = AudioRWKV(AudioRWKVConfig(n_layer=1, n_embd=32, head_size=16, num_classes=3, num_mel_bins=32,
-                                      target_frames=48, patch=(8, 8), stride=(8, 8), tm_lora_rank=4,
-                                      decay_lora_rank=4))
+    model = AudioRWKV(AudioRWKVConfig(
+        backbone=RWKVConfig(n_layer=1, n_embd=32, head_size=16, dim_ffn=128, tm_lora_rank=4, decay_lora_rank=4),
+        num_classes=3, num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8)))
     features = AudioFeatures(FbankConfig(num_mel_bins=32), 48, FeatureStats(-6.0, 3.0))
     return model, features
 
@@ -88,3 +89,21 @@ def test_windows_cover_the_clip():
     w = windows(torch.arange(10.0), 4)
     assert w.shape == (3, 4) and w[2].tolist() == [8, 9, 0, 0]
     assert windows(torch.ones(2), 4).shape == (1, 4)
+
+
+def test_a_tagger_written_before_the_backbone_section_still_loads(tmp_path):
+    """Files of the flat AudioRWKVConfig (backbone fields beside the tagger's; dim_ffn 0 = 4·D,
+    LoRA ranks 0 = the backbone's defaults) load to the same model."""
+    model, features = make(0)
+    path = save_tagger(tmp_path / "new.pt", model, features, MIDS, NAMES)
+    ckpt = torch.load(path, weights_only=True)
+    backbone = ckpt["model_config"].pop("backbone")
+    ckpt["model_config"].update(version=backbone["version"], n_layer=1, n_embd=32, head_size=16, dim_ffn=0,
+                                tm_lora_rank=4, decay_lora_rank=4)
+    torch.save(ckpt, tmp_path / "old.pt")
+    old, _, _ = load_tagger(tmp_path / "old.pt")
+    assert old.config == model.config and old.config.backbone.dim_ffn == 128
+    wave = torch.randn(20000) * 0.1
+    torch.testing.assert_close(tag_waveform(old, features, wave), tag_waveform(model.eval(), features, wave))
+    assert AudioRWKVConfig.from_dict({"n_embd": 64, "num_classes": 2}).backbone == RWKVConfig(
+        version="6", n_layer=12, n_embd=64, head_size=64, dim_ffn=256)

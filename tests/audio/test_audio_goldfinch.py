@@ -18,11 +18,11 @@ from rwkv_mm.backbone.time_mix import token_shift
 
 
 def tiny_gf(**kw) -> AudioRWKV:
-    args = dict(version="goldfinch", n_layer=3, n_embd=32, head_size=16, num_classes=7,
-                num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8), tm_lora_rank=4,
-                decay_lora_rank=4)
+    backbone = RWKVConfig(version="goldfinch", n_layer=3, n_embd=32, head_size=16, dim_ffn=128,
+                          tm_lora_rank=4, decay_lora_rank=4)
+    args = dict(num_classes=7, num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8))
     torch.manual_seed(0)
-    return AudioRWKV(AudioRWKVConfig(**{**args, **kw}))
+    return AudioRWKV(AudioRWKVConfig(**{**args, **kw}, backbone=backbone))
 
 
 def _perturb_(model: torch.nn.Module, std: float = 0.05) -> None:
@@ -107,16 +107,16 @@ def test_tagger_checkpoint_round_trip(tmp_path):
 
 
 def test_audio_runner_trains_a_goldfinch_tagger(tmp_path):
-    """`model.version=goldfinch` in an audio recipe: the runner trains, evaluates and saves it."""
+    """`backbone.version=goldfinch` in an audio recipe: the runner trains, evaluates and saves it."""
     import json
 
     from rwkv_mm.cli import main
     from test_runner import fast  # the runner test's small generated set and tiny shapes
 
     run_dir = tmp_path / "run"
-    args = [*fast(tmp_path), "model.version=goldfinch", "model.n_layer=2"]
+    args = [*fast(tmp_path), "backbone.version=goldfinch", "backbone.n_layer=2"]
     assert main(["train", "audio/synth_tiny", *args, "--run-dir", str(run_dir)]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4 and 0.0 <= summary["mAP"] <= 1.0
     model, _, _ = load_tagger(run_dir / "model.pt")
-    assert type(model.blocks[1]) is AudioGoldBlock and model.config.version == "goldfinch"
+    assert type(model.blocks[1]) is AudioGoldBlock and model.config.backbone.version == "goldfinch"

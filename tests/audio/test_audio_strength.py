@@ -15,6 +15,7 @@ import torch
 from rwkv_mm.audio.features import AST_MEAN, AST_STD, AudioFeatures
 from rwkv_mm.audio.fbank import FbankConfig, reference_fbank
 from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
+from rwkv_mm.backbone import RWKVConfig
 
 
 def goldfinch_tagger(n_layer: int = 5) -> AudioRWKV:
@@ -22,9 +23,9 @@ def goldfinch_tagger(n_layer: int = 5) -> AudioRWKV:
     their initialisation (zeroed outputs and LoRAs would hide which layer feeds the cache)."""
     torch.manual_seed(0)
     model = AudioRWKV(AudioRWKVConfig(
-        version="goldfinch", n_layer=n_layer, n_embd=32, head_size=16, num_classes=7,
-        num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8), tm_lora_rank=4,
-        decay_lora_rank=4)).eval()
+        backbone=RWKVConfig(version="goldfinch", n_layer=n_layer, n_embd=32, head_size=16, dim_ffn=128,
+                            tm_lora_rank=4, decay_lora_rank=4),
+        num_classes=7, num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8))).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.2 * torch.randn_like(p))

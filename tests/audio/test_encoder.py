@@ -71,9 +71,10 @@ def test_bidirectional_time_mix_reads_later_tokens():
 
 
 def tiny(version="6", **kw):
-    args = dict(version=version, n_layer=2, n_embd=32, head_size=16, num_classes=7, num_mel_bins=32,
-                target_frames=48, patch=(8, 8), stride=(8, 8), tm_lora_rank=4, decay_lora_rank=4)
-    return AudioRWKV(AudioRWKVConfig(**{**args, **kw}))
+    backbone = RWKVConfig(version=version, n_layer=2, n_embd=32, head_size=16, dim_ffn=128, tm_lora_rank=4,
+                          decay_lora_rank=4)
+    args = dict(num_classes=7, num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8))
+    return AudioRWKV(AudioRWKVConfig(**{**args, **kw}, backbone=backbone))
 
 
 @pytest.mark.parametrize("version", ["5", "6"])

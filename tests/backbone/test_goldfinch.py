@@ -318,8 +318,8 @@ def test_cli_generate_with_a_goldfinch_checkpoint(tmp_path, capsys):
 def test_music_runner_builds_goldfinch_from_the_recipe_version():
     from rwkv_mm.runners.lm_music import MusicRunConfig, build_model
 
-    cfg = MusicRunConfig()
-    cfg.model.version, cfg.model.n_layer, cfg.model.n_embd, cfg.model.head_size = "goldfinch", 3, 64, 16
+    cfg = MusicRunConfig(backbone=RWKVConfig(version="goldfinch", n_layer=3, n_embd=64, head_size=16,
+                                             vocab_size=128))
     model = build_model(cfg)
     assert isinstance(model, GoldFinch) and model.config.vocab_size == 128
     assert isinstance(model.zero_state(1), GoldFinchState)
@@ -330,7 +330,7 @@ def test_goldfinch_music_recipe_trains_saves_and_generates(tmp_path):
     """`version: goldfinch` through a recipe: train, save model.pth, reload, generate tunes."""
     import json
 
-    fast = ["model.n_layer=3", "model.n_embd=32", "model.head_size=16", "data.ctx_len=64",
+    fast = ["backbone.n_layer=3", "backbone.n_embd=32", "backbone.head_size=16", "data.ctx_len=64",
             "data.max_train_tunes=32", "data.max_validation_tunes=4", "train.max_steps=2",
             "train.batch_size=4", "train.eval_every=2", "train.eval_batches=1", "train.save_every=2",
             "generate.n_tunes=1", "generate.max_bytes=40"]

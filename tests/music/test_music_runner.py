@@ -10,7 +10,7 @@ import pytest
 from rwkv_mm.backbone import load_model
 from rwkv_mm.cli import main
 
-FAST = ["model.n_layer=1", "model.n_embd=32", "model.head_size=16", "data.ctx_len=64",
+FAST = ["backbone.n_layer=1", "backbone.n_embd=32", "backbone.head_size=16", "data.ctx_len=64",
         "data.max_train_tunes=64", "data.max_validation_tunes=8", "train.max_steps=3",
         "train.batch_size=4", "train.eval_every=3", "train.eval_batches=1", "train.save_every=3",
         "train.log_every=1", "generate.n_tunes=2", "generate.max_bytes=60"]
@@ -62,11 +62,11 @@ def test_music_generate_and_eval_positions(trained, tmp_path, capsys):
 QUICK = ["train.max_steps=2", "train.batch_size=4", "train.save_every=2", "train.log_every=1",
          *(f"music/abc_tiny:{o}" for o in FAST if not o.startswith("train.")),
          "music/abc_tiny:train.eval_every=2", "music/abc_tiny:train.eval_batches=1",
-         "visual/stage1_tiny:model.n_layer=1", "visual/stage1_tiny:model.n_embd=32",
-         "visual/stage1_tiny:model.head_size=16", "visual/stage1_tiny:data.max_samples=8",
+         "visual/stage1_tiny:backbone.n_layer=1", "visual/stage1_tiny:backbone.n_embd=32",
+         "visual/stage1_tiny:backbone.head_size=16", "visual/stage1_tiny:data.max_samples=8",
          "visual/stage2_tiny:data.max_samples=8", "visual/stage2_tiny:eval.max_questions=4",
-         "audio/synth_tiny:model.n_layer=1", "audio/synth_tiny:model.n_embd=32",
-         "audio/synth_tiny:model.head_size=16", "audio/synth_tiny:train.eval_every=2",
+         "audio/synth_tiny:backbone.n_layer=1", "audio/synth_tiny:backbone.n_embd=32",
+         "audio/synth_tiny:backbone.head_size=16", "audio/synth_tiny:train.eval_every=2",
          "audio/synth_tiny:eval.every=2", "audio/synth_tiny:eval.snapshot_every=1",
          "audio/synth_tiny:data.synthetic.n_train=24", "audio/synth_tiny:data.synthetic.n_eval=12"]
 REPO = Path(__file__).resolve().parents[2]

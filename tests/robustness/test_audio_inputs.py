@@ -21,6 +21,7 @@ from rwkv_mm.audio.fbank import FbankConfig
 from rwkv_mm.audio.features import AudioFeatures, FeatureStats
 from rwkv_mm.audio.io import AUDIO_EXTENSIONS, AudioLoadError, load_audio
 from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
+from rwkv_mm.backbone import RWKVConfig
 from rwkv_mm.errors import UserError
 
 SR = 16000
@@ -44,8 +45,9 @@ def with_bad_sample(value: float, n: int = 8000) -> np.ndarray:
 
 def make_tagger(path, frame_length_ms: float = 25.0):
     torch.manual_seed(0)
-    cfg = AudioRWKVConfig(n_layer=1, n_embd=32, head_size=16, patch=(8, 8), stride=(8, 8), tm_lora_rank=4,
-                          decay_lora_rank=4, num_classes=3, num_mel_bins=32, target_frames=48)
+    cfg = AudioRWKVConfig(backbone=RWKVConfig(n_layer=1, n_embd=32, head_size=16, dim_ffn=128, tm_lora_rank=4,
+                                              decay_lora_rank=4),
+                          patch=(8, 8), stride=(8, 8), num_classes=3, num_mel_bins=32, target_frames=48)
     features = AudioFeatures(FbankConfig(num_mel_bins=32, frame_length_ms=frame_length_ms), 48)
     return save_tagger(path, AudioRWKV(cfg), features, ["/m/a", "/m/b", "/m/c"], ["a", "b", "c"])
 
@@ -249,8 +251,8 @@ def test_opus_clips_are_found_by_folder_scans_and_read(tmp_path):
     ("model.drop_path=1.5", "model.drop_path"),
     ("model.shift_gamma=0.5", "model.shift_gamma"),
     ("model.patch=[0, 8]", "model.patch"),
-    ("model.n_embd=100", "model.n_embd"),
-    ("model.version=7", "model.version"),
+    ("backbone.n_embd=100", "backbone.n_embd"),
+    ("backbone.version=7", "backbone.version"),
     ("features.norm_std=0", "features.norm_std"),
     ("features.window=kaiser", "features.window"),
     ("features.sample_rate=0", "features.sample_rate"),

@@ -99,9 +99,10 @@ def test_single_head_weights_and_config_survive_save_and_load(tmp_path, version,
 
 def test_single_head_music_model_loads_back(tmp_path):
     """Before: a music run with model.n_embd=32 (head_size 32) saved a model.pth it could not read."""
-    from rwkv_mm.runners.lm_music import MusicModelConfig, MusicRunConfig, build_model
+    from rwkv_mm.runners.lm_music import MusicRunConfig, build_model
 
-    model = build_model(MusicRunConfig(model=MusicModelConfig(n_layer=1, n_embd=32, head_size=32)))
+    model = build_model(MusicRunConfig(backbone=RWKVConfig(version="5", n_layer=1, n_embd=32, head_size=32,
+                                                           vocab_size=128)))
     loaded = load_model(save_model(model, tmp_path / "model.pth"))
     assert loaded.config == model.config and loaded.config.n_head == 1
 
@@ -334,9 +335,9 @@ def _tagger(tmp_path: Path) -> Path:
     from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
 
     torch.manual_seed(0)
-    model = AudioRWKV(AudioRWKVConfig(n_layer=1, n_embd=32, head_size=16, num_classes=3, num_mel_bins=32,
-                                      target_frames=48, patch=(8, 8), stride=(8, 8), tm_lora_rank=4,
-                                      decay_lora_rank=4))
+    model = AudioRWKV(AudioRWKVConfig(
+        backbone=RWKVConfig(n_layer=1, n_embd=32, head_size=16, dim_ffn=128, tm_lora_rank=4, decay_lora_rank=4),
+        num_classes=3, num_mel_bins=32, target_frames=48, patch=(8, 8), stride=(8, 8)))
     features = AudioFeatures(FbankConfig(num_mel_bins=32), 48, FeatureStats(-6.0, 3.0))
     return save_tagger(tmp_path / "model.pt", model, features, ["/m/a", "/m/b", "/m/c"], ["A", "B", "C"])
 
@@ -353,7 +354,7 @@ def test_tagger_config_claiming_more_layers_is_refused_before_building(tmp_path,
 
     monkeypatch.setattr(audio_checkpoint, "AudioRWKV", build)
     ckpt = torch.load(_tagger(tmp_path), weights_only=True)
-    ckpt["model_config"]["n_layer"] = 10**6
+    ckpt["model_config"]["backbone"]["n_layer"] = 10**6
     torch.save(ckpt, tmp_path / "claims.pt")
     result = run_cli("audio", "tag", "clip.wav", "--checkpoint", tmp_path / "claims.pt")
     assert_user_error(result, "claims.pt", "n_layer=1000000")

@@ -83,7 +83,7 @@ def test_text_encodings_with_a_byte_order_mark(tmp_path):
 
 # ----------------------------------------------------------------------------- music configs
 FAST = ["train.max_steps=1", "data.max_train_tunes=4", "data.max_validation_tunes=2",
-        "model.n_layer=1", "model.n_embd=32", "model.head_size=16", "generate.n_tunes=1",
+        "backbone.n_layer=1", "backbone.n_embd=32", "backbone.head_size=16", "generate.n_tunes=1",
         "generate.max_bytes=8"]
 
 
@@ -97,10 +97,10 @@ FAST = ["train.max_steps=1", "data.max_train_tunes=4", "data.max_validation_tune
     ("generate.n_tunes=-1", "generate.n_tunes"),
     ("generate.min_bars=-1", "generate.min_bars"),
     ("generate.seed=-3", "generate.seed"),
-    ("model.n_layer=0", "model.n_layer"),
-    ("model.head_size=6", "model.head_size"),
-    ("model.n_embd=40", "model.n_embd"),
-    ("model.version=9", "model.version"),
+    ("backbone.n_layer=0", "backbone.n_layer"),
+    ("backbone.head_size=6", "backbone.head_size"),
+    ("backbone.n_embd=40", "backbone.n_embd"),
+    ("backbone.version=9", "backbone.version"),
     ("data.ctx_len=1", "data.ctx_len"),
     ("data.max_train_tunes=-1", "data.max_train_tunes"),
     ("data.train=", "data.train"),

@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.l2wrap import l2wrap
 from rwkv_mm.training.schedule import lr_at
-from rwkv_mm.training.trainer import Trainer, fsdp_units
+from rwkv_mm.training.distributed import fsdp_units
+from rwkv_mm.training.trainer import Trainer
 from rwkv_test_utils import gloo_process_group, single_threaded
 from training.toy_run import collate, make_dataset, make_model
 
@@ -145,6 +146,7 @@ def test_fsdp_units_are_the_blocks_of_every_backbone_wherever_they_sit():
     """FSDP shards each residual block: Eagle/Finch Blocks, GoldFinchBlocks (also inside a
     VisualRWKV, as `rwkv.blocks`) and AudioRWKV's blocks; nothing else becomes a unit."""
     from rwkv_mm.audio.model import AudioRWKV, AudioRWKVConfig
+    from rwkv_mm.backbone import RWKVConfig
     from rwkv_mm.backbone.goldfinch import GoldFinchBlock
     from rwkv_mm.backbone.model import Block
     from rwkv_mm.vision.model import VisualRWKV
@@ -155,6 +157,6 @@ def test_fsdp_units_are_the_blocks_of_every_backbone_wherever_they_sit():
     assert all(isinstance(b, GoldFinchBlock) for b in gold.blocks) and gold.blocks[1].is_gold
     visual = VisualRWKV(gold, None, torch.nn.Linear(8, 32, bias=False))
     assert fsdp_units(visual) == list(gold.blocks)
-    audio = AudioRWKV(AudioRWKVConfig(n_layer=2, n_embd=32, head_size=16, num_classes=3,
-                                      num_mel_bins=32, target_frames=32))
+    audio = AudioRWKV(AudioRWKVConfig(backbone=RWKVConfig(n_layer=2, n_embd=32, head_size=16, dim_ffn=128),
+                                      num_classes=3, num_mel_bins=32, target_frames=32))
     assert fsdp_units(audio) == list(audio.blocks)

@@ -9,7 +9,7 @@ from rwkv_mm.runners import get_runner
 from rwkv_mm.runners.visual_rwkv import stage_train_config
 from rwkv_mm.vision.tower import build_vision_tower
 
-TINY = ["model.n_layer=2", "model.n_embd=32", "model.head_size=16",
+TINY = ["backbone.version=5", "backbone.n_layer=2", "backbone.n_embd=32", "backbone.head_size=16",
         "vision.custom.image_size=32", "vision.custom.width=32", "vision.custom.layers=1",
         "vision.custom.head_width=16", "data.max_samples=16", "data.ctx_len=96",
         "train.max_steps=2", "train.batch_size=4", "train.warmup_steps=0", "train.save_every=2",

@@ -77,3 +77,21 @@ def test_not_a_visual_checkpoint(tmp_path):
         load_released_visual_rwkv(tmp_path / "x.pth")
     with pytest.raises(FileNotFoundError, match="visual_rwkv.json"):
         load_visual_rwkv(tmp_path)
+
+
+def test_visual_folder_keeps_the_backbone_settings_its_weights_do_not_show(tmp_path):
+    """Before: rope_base and layer_norm_eps were lost between stage 1 and stage 2."""
+    from rwkv_mm.backbone import RWKVConfig, build_backbone
+    from rwkv_mm.vision.checkpoint import load_visual_rwkv, read_meta, save_visual_rwkv
+    from rwkv_mm.vision.conversation import ChatTemplate
+    from rwkv_mm.vision.model import VisualRWKV
+    from rwkv_mm.vision.projector import build_projector
+    from vision_test_utils import tiny_vision_config
+
+    config = RWKVConfig(version="goldfinch", n_layer=3, n_embd=32, head_size=16, vocab_size=64,
+                        rope_base=10000.0, layer_norm_eps=1e-6)
+    model = VisualRWKV(build_backbone(config), None, build_projector("linear", 8, 32))
+    save_visual_rwkv(model, tmp_path / "m", tiny_vision_config(), ChatTemplate(), "first")
+    assert read_meta(tmp_path / "m")["backbone_config"]["rope_base"] == 10000.0
+    loaded, _ = load_visual_rwkv(tmp_path / "m", with_tower=False)
+    assert loaded.rwkv.config == config

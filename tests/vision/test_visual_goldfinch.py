@@ -1,4 +1,4 @@
-"""VisualRWKV with the GoldFinch backbone (`model.version: goldfinch`): both training stages
+"""VisualRWKV with the GoldFinch backbone (`backbone.version: goldfinch`): both training stages
 through the real runner, the saved model folder, batched GoldFinch states, and the settings it
 cannot take. (Cached-state answering = uncached: tests/vision/test_answer.py, parametrised.)"""
 
@@ -15,7 +15,7 @@ from rwkv_mm.vision.conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
 from rwkv_test_utils import gloo_process_group, single_threaded
 from vision_test_utils import tiny_visual_model
 
-TINY = ["model.version=goldfinch", "model.n_layer=3", "model.n_embd=32", "model.head_size=16",
+TINY = ["backbone.version=goldfinch", "backbone.n_layer=3", "backbone.n_embd=32", "backbone.head_size=16",
         "vision.custom.image_size=32", "vision.custom.width=32", "vision.custom.layers=1",
         "vision.custom.head_width=16", "data.max_samples=16", "data.ctx_len=96",
         "train.max_steps=2", "train.batch_size=4", "train.warmup_steps=0", "train.save_every=2",
@@ -110,8 +110,8 @@ def test_image_reversal_is_rejected_for_goldfinch():
     with pytest.raises(ValueError, match="model.reverse_image_odd_layers"):
         tiny_visual_model("goldfinch", reverse=True, n_layer=3)
     with pytest.raises(ValueError, match="model.reverse_image_odd_layers"):  # refused when the recipe loads
-        load_recipe("visual/stage1_tiny", ["model.version=goldfinch", "model.n_layer=3",
-                                           "model.n_embd=32", "model.head_size=16",
+        load_recipe("visual/stage1_tiny", ["backbone.version=goldfinch", "backbone.n_layer=3",
+                                           "backbone.n_embd=32", "backbone.head_size=16",
                                            "model.reverse_image_odd_layers=true",
                                            "vision.custom.image_size=32", "vision.custom.width=32",
                                            "vision.custom.layers=1", "vision.custom.head_width=16"])
@@ -119,7 +119,7 @@ def test_image_reversal_is_rejected_for_goldfinch():
 
 def test_shipped_recipe_is_a_fresh_goldfinch_stage2():
     cfg = load_recipe("visual/stage2_goldfinch_tiny").config
-    assert cfg.stage == 2 and not cfg.init_from and cfg.model.version == "goldfinch"
+    assert cfg.stage == 2 and not cfg.init_from and cfg.backbone.version == "goldfinch"
     model = build_visual_model(cfg)
     assert isinstance(model.rwkv, GoldFinch) and model.rwkv.config.n_gold_layer == 1
 
