@@ -1,5 +1,6 @@
-"""`rwkv-mm chat`: talk about an image. The image and the first prompt are prefilled once; every
-answer token then costs one recurrent step, and later turns continue from the same state.
+"""`rwkv-mm vision chat` (alias `rwkv-mm chat`): talk about an image. The image and the first
+prompt are prefilled once; every answer token then costs one recurrent step, and later turns
+continue from the same state.
 
 The image is decoded (mode-aware, `image_io.open_image`) before the model loads: a missing or
 unreadable file is an error naming it, at once."""
@@ -16,7 +17,6 @@ from PIL import Image
 
 from rwkv_mm.backbone import (GoldFinchState, RWKVState, Sampler, SamplingConfig, StreamDecoder,
                               load_tokenizer)
-from rwkv_mm.cli_types import non_negative_float, non_negative_int, positive_int, probability, seed
 
 from .checkpoint import load_visual_rwkv
 from .conversation import ChatTemplate, encode_conversation
@@ -101,17 +101,3 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         answer(prompt)
     return 0
 
-
-def add_chat_parser(sub) -> None:
-    """Register `rwkv-mm chat`."""
-    c = sub.add_parser("chat", help="chat about an image with a VisualRWKV model (one-shot or interactive)")
-    c.add_argument("--checkpoint", required=True,
-                   help="a VisualRWKV model folder (a stage's <run>/model) or a released VisualRWKV .pth")
-    c.add_argument("--image", help="the image to talk about (omit for text only)")
-    c.add_argument("--prompt", help="one question, answered once; without it the chat is interactive")
-    c.add_argument("--max-tokens", type=positive_int, default=256)
-    c.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy")
-    c.add_argument("--top-p", type=probability, default=0.0, help="0 = greedy (default)")
-    c.add_argument("--top-k", type=non_negative_int, default=0, help="0 = off")
-    c.add_argument("--seed", type=seed, default=None)
-    c.set_defaults(func=_cmd_chat)

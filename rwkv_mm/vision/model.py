@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rwkv_mm.backbone import Backbone, BackboneState
+from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import UserError
 
-from .conversation import IGNORE_INDEX, IMAGE_TOKEN_ID
+from .conversation import IMAGE_TOKEN_ID
 from .tower import VisionTower
 
 

@@ -24,10 +24,11 @@ from PIL import Image, ImageDraw
 from rwkv_mm.errors import UserError
 from rwkv_mm.generated import build_generated
 
+from .eval_files import GQA_SUFFIX
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 205, 30)}
 SHAPES = ("circle", "square", "triangle")
 QUADRANTS = {"top left": (0, 0), "top right": (1, 0), "bottom left": (0, 1), "bottom right": (1, 1)}
-GQA_SUFFIX = "Answer the question using a single word or phrase."
 SIZE = 64
 
 
