@@ -13,7 +13,7 @@ from torch import nn
 from rwkv_mm.backbone import temp_files_of
 from rwkv_mm.runners import get_runner, list_runners, register_stage, unregister_runner
 from rwkv_mm.training.config import TrainConfig
-from rwkv_mm.training.distributed import gather_full_model
+from rwkv_mm.training.distributed import gather_full_model, rank_and_world
 from rwkv_mm.training.run_dir import TRAINER_OUTPUTS, classify, run_outputs
 from rwkv_mm.training.stage import run_stage, write_summary
 from rwkv_mm.training.trainer import Trainer
@@ -106,3 +106,40 @@ def test_run_stage_without_the_registry(tmp_path):
     with single_threaded():
         summary = run_stage(ToyStage(ToyStageConfig(), tmp_path))
     assert summary["seen"] == [1, 2, 3] and (tmp_path / "summary.json").is_file()
+
+
+class _ExportHead(ToyStage):
+    """Exports the head of the whole model it is handed (under FSDP: rebuilt and loaded on rank 0)."""
+
+    def export(self, model: nn.Module) -> dict:
+        import torch
+
+        torch.save(model.head.weight.detach().clone(), self.run_dir / "head.pt")
+        return {"exported_by": rank_and_world()[0]}
+
+
+def _fsdp_stage_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    from rwkv_test_utils import gloo_process_group
+
+    with gloo_process_group(rank, world, init_file):
+        cfg = ToyStageConfig()
+        cfg.train.strategy, cfg.train.micro_batch_size = "fsdp", 1
+        summary = run_stage(_ExportHead(cfg, Path(out_dir)))
+        assert ("exported_by" in summary) == (rank == 0)
+
+
+def test_under_fsdp_the_stage_exports_the_gathered_model_on_rank_0_only(tmp_path):
+    """The one gather every runner uses (visual included): the shards of all processes are
+    loaded into a fresh `build_model()` on rank 0, which alone exports and writes the summary."""
+    import torch
+    import torch.multiprocessing as mp
+
+    cfg = ToyStageConfig()
+    cfg.train.micro_batch_size = 1
+    with single_threaded():
+        run_stage(_ExportHead(cfg, tmp_path / "single"))
+    (tmp_path / "fsdp").mkdir()
+    mp.spawn(_fsdp_stage_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "fsdp")), nprocs=2, join=True)
+    assert json.loads((tmp_path / "fsdp" / "summary.json").read_text())["exported_by"] == 0
+    torch.testing.assert_close(torch.load(tmp_path / "fsdp" / "head.pt"), torch.load(tmp_path / "single" / "head.pt"),
+                               rtol=0, atol=1e-6)
