@@ -75,7 +75,7 @@ def build(kind: str, size: str, version: str, frames: int, mels: int = 128) -> n
     cfg = AudioRWKVConfig.preset(size, version=version, num_classes=527, num_mel_bins=mels, target_frames=frames)
     if kind == "rwkv":
         return AudioRWKV(cfg)
-    return AttentionEncoder(cfg.n_embd, cfg.n_layer, 527, frames, mels)
+    return AttentionEncoder(cfg.backbone.n_embd, cfg.backbone.n_layer, 527, frames, mels)
 
 
 def _rss_kb(field: str) -> int:

@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="run a training recipe: rwkv-mm train RECIPE [key=value ...]")
     t.add_argument("recipe", help="a YAML path or a shipped recipe name (see `rwkv-mm ls`)")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.n_layer=6")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 backbone.n_layer=6")
     t.add_argument("--run-dir", default=None, help="default: runs/<recipe name>; a fresh run needs an "
                    "empty or new folder")
     existing = t.add_mutually_exclusive_group()
