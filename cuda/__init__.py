@@ -10,6 +10,8 @@ Installed as ``rwkv_mm.kernels`` (sources live in the top-level ``cuda/`` folder
     wkv_recurrent      the decode step, alone (``wkv_step``) or per token over a sequence
     wkv_cuda           the CUDA kernels (lazy build; never falls back itself)
     wkv_bidirectional  the non-causal op for encoders (two ``wkv`` scans)
+    wkv7_*             WKV-7 (Goose), the same layout: wkv7_reference, wkv7_recurrent, ...;
+                       its public op is ``wkv.wkv7`` (the "wkv7" family of the one dispatch)
     native_cache       private build folders for native code
 
 The ops are imported from their modules (``from rwkv_mm.kernels.wkv import wkv``): the package
@@ -28,9 +30,13 @@ from typing import Any
 _EXPORTS = {
     "WkvInputError": "contract",
     "check_wkv_inputs": "contract",
+    "check_wkv7_inputs": "contract",
     "compute_dtype": "contract",
     "empty_sequence_result": "contract",
     "WKV_IMPLS": "wkv",
+    "WKV7_IMPLS": "wkv",
+    "WKV_FAMILIES": "wkv",
+    "wkv7_step": "wkv7_recurrent",
     "choose_wkv_impl": "wkv",
     "wkv_cuda_or_fallback": "wkv",
     "wkv_step": "wkv_recurrent",

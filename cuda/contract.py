@@ -15,13 +15,24 @@ or fp64 when any input is fp64 (`compute_dtype`). What an implementation can't t
 Every implementation calls `check_wkv_inputs` first, so a contract violation raises the same
 `WkvInputError` (a ValueError naming the argument) whichever implementation the dispatcher in
 `rwkv_mm.kernels.wkv` picks.
+
+WKV-7 (Goose, `check_wkv7_inputs`): r, w, k, v, a, b [B, T, H, N] ([B, H, N] for one step), w
+the *log* decay as above, no u; the state is [B, H, N, N] fp32 with the *value* index first,
+S[b, h, value, key] -- exactly how BlinkDL's runtime stores it (``state[i*3+1]``, [H, N, N] per
+layer, ``vk = v.view(H,N,1) @ k.view(H,1,N)``), so states compare with the runtime's directly.
+Per head, with column vectors over channels:
+
+    S_t = S_{t-1} (diag(exp(w_t)) + a_t b_t^T) + v_t k_t^T        y_t = S_t r_t
+
+(Goose passes a = -kappa_hat, b = kappa_hat * a_iclr; the runtime's CUDA op takes ``w_rt`` with
+``w = -exp(w_rt)``.) The same dtype rules apply.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["WkvInputError", "check_wkv_inputs", "compute_dtype", "empty_sequence_result"]
+__all__ = ["WkvInputError", "check_wkv7_inputs", "check_wkv_inputs", "compute_dtype", "empty_sequence_result"]
 
 
 class WkvInputError(ValueError):
@@ -43,19 +54,51 @@ def check_wkv_inputs(
     Raises:
         WkvInputError: the first argument that breaks it, named at the start of the message.
     """
-    layout = "[B, H, N]" if single_step else "[B, T, H, N]"
-    if r.dim() != (3 if single_step else 4):
-        raise WkvInputError(f"r must be {layout}, got shape {tuple(r.shape)}")
-    for name, x in (("k", k), ("v", v), ("w", w)):
-        if x.shape != r.shape:
-            raise WkvInputError(f"{name} must have r's shape {tuple(r.shape)}, got shape {tuple(x.shape)}")
+    _check_same_shapes(r, (("k", k), ("v", v), ("w", w)), single_step)
     B, H, N = r.shape[0], r.shape[-2], r.shape[-1]
     if u.shape != (H, N):
         raise WkvInputError(f"u must be [H, N] = {(H, N)}, got shape {tuple(u.shape)}")
+    _check_state_and_dtypes(r, state, (("r", r), ("k", k), ("v", v), ("w", w), ("u", u)))
+
+
+def check_wkv7_inputs(
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor | None,
+    single_step: bool = False,
+) -> None:
+    """Check the WKV-7 contract: r, w, k, v, a, b [B, T, H, N] ([B, H, N] with ``single_step``),
+    state None or [B, H, N, N] (value index first), all floating point.
+
+    Raises:
+        WkvInputError: the first argument that breaks it, named at the start of the message.
+    """
+    _check_same_shapes(r, (("w", w), ("k", k), ("v", v), ("a", a), ("b", b)), single_step)
+    _check_state_and_dtypes(r, state, (("r", r), ("w", w), ("k", k), ("v", v), ("a", a), ("b", b)))
+
+
+def _check_same_shapes(r: torch.Tensor, others: tuple[tuple[str, torch.Tensor], ...], single_step: bool) -> None:
+    """r is [B, T, H, N] ([B, H, N] for one step) and every other operand has its shape."""
+    layout = "[B, H, N]" if single_step else "[B, T, H, N]"
+    if r.dim() != (3 if single_step else 4):
+        raise WkvInputError(f"r must be {layout}, got shape {tuple(r.shape)}")
+    for name, x in others:
+        if x.shape != r.shape:
+            raise WkvInputError(f"{name} must have r's shape {tuple(r.shape)}, got shape {tuple(x.shape)}")
+
+
+def _check_state_and_dtypes(
+    r: torch.Tensor, state: torch.Tensor | None, named: tuple[tuple[str, torch.Tensor], ...]
+) -> None:
+    """state is None or [B, H, N, N]; every tensor (state included) is floating point."""
+    B, H, N = r.shape[0], r.shape[-2], r.shape[-1]
     if state is not None and state.shape != (B, H, N, N):
         raise WkvInputError(f"state must be [B, H, N, N] = {(B, H, N, N)}, got shape {tuple(state.shape)}")
-    named = (("r", r), ("k", k), ("v", v), ("w", w), ("u", u), ("state", state))
-    for name, x in named:
+    for name, x in (*named, ("state", state)):
         if x is not None and not x.is_floating_point():
             raise WkvInputError(f"{name} must be a floating-point tensor, got {x.dtype} with shape {tuple(x.shape)}")
 

@@ -18,6 +18,14 @@ first; y comes back in ``r``'s dtype, the state in fp32 (fp64 when an input is f
     S  <- diag(exp(w_t)) S + k_t^T v_t
 
 The non-causal `wkv_bidirectional` is two ``wkv`` calls, so the same rule picks its scans.
+
+WKV-7 (Goose) is a second *family* of the same dispatch: ``wkv7`` / ``wkv7_step`` run one of
+`WKV7_IMPLS` (the same four names, from the ``wkv7_*`` modules), picked by the same
+`choose_wkv_impl` with ``family="wkv7"``; `WKV_FAMILIES` maps each family to its table. Its
+contract (`check_wkv7_inputs`): r, w, k, v, a, b [B, T, H, N] with ``w`` the log decay, the state
+[B, H, N, N] fp32 with the *value* index first (BlinkDL's runtime layout). Per head:
+
+    S_t = S_{t-1} (diag(exp(w_t)) + a_t b_t^T) + v_t k_t^T        y_t = S_t r_t
 """
 
 from __future__ import annotations
@@ -28,18 +36,25 @@ from collections.abc import Callable, Iterable
 import torch
 
 from . import wkv_cuda as _cuda
-from .contract import WkvInputError, check_wkv_inputs, compute_dtype
+from .contract import WkvInputError, check_wkv7_inputs, check_wkv_inputs, compute_dtype
+from .wkv7_recurrent import wkv7_recurrent, wkv7_step
+from .wkv7_reference import wkv7_reference
 from .wkv_chunked import wkv_chunked
 from .wkv_recurrent import wkv_recurrent, wkv_step
 from .wkv_reference import wkv_reference
 
 __all__ = [
+    "WKV7_IMPLS",
+    "WKV_FAMILIES",
     "WKV_IMPLS",
     "WkvInputError",
+    "check_wkv7_inputs",
     "check_wkv_inputs",
     "choose_wkv_impl",
     "compute_dtype",
     "wkv",
+    "wkv7",
+    "wkv7_step",
     "wkv_cuda_or_fallback",
     "wkv_step",
 ]
@@ -53,6 +68,15 @@ WKV_IMPLS: dict[str, WkvFn] = {
     "step": wkv_recurrent,
     "cuda": _cuda.wkv_cuda,
 }
+
+#: Every implementation of ``wkv7`` (WKV-7, Goose), by the same names (same signature).
+WKV7_IMPLS: dict[str, WkvFn] = {
+    "reference": wkv7_reference,
+    "step": wkv7_recurrent,
+}
+
+#: The op families of the one dispatch: ``choose_wkv_impl(..., family=)`` names an entry of these.
+WKV_FAMILIES: dict[str, dict[str, WkvFn]] = {"wkv": WKV_IMPLS, "wkv7": WKV7_IMPLS}
 
 _failed_builds: dict[int, str] = {}  # head size -> why its CUDA build failed (warned once)
 
@@ -73,8 +97,10 @@ def _kernels_built(head_size: int) -> bool:
     return True
 
 
-def choose_wkv_impl(device: torch.device | str, dtypes: Iterable[torch.dtype], seq_len: int, head_size: int) -> str:
-    """The name in `WKV_IMPLS` that ``wkv`` runs for inputs like these.
+def choose_wkv_impl(
+    device: torch.device | str, dtypes: Iterable[torch.dtype], seq_len: int, head_size: int, family: str = "wkv"
+) -> str:
+    """The name in ``WKV_FAMILIES[family]`` that ``wkv`` (``wkv7`` for "wkv7") runs for such inputs.
 
     Rules, in order:
       1. ``seq_len == 1`` (a decode step, with or without a state): "step".
@@ -86,12 +112,20 @@ def choose_wkv_impl(device: torch.device | str, dtypes: Iterable[torch.dtype], s
 
     Args:
         device: where the inputs are.
-        dtypes: the dtypes of r, k, v and w.
+        dtypes: the dtypes of r, k, v and w (of r, w, k, v, a, b for "wkv7").
         seq_len: T.
         head_size: N.
+        family: "wkv" (Eagle, Finch) or "wkv7" (Goose), a key of `WKV_FAMILIES`.
+
+    Raises:
+        ValueError: an unknown family.
     """
+    if family not in WKV_FAMILIES:
+        raise ValueError(f"unknown WKV family {family!r}; expected one of {sorted(WKV_FAMILIES)}")
     if seq_len == 1:
         return "step"
+    if family == "wkv7":
+        return "step"  # interim: the chunked form and the kernels join WKV7_IMPLS next
     if torch.device(device).type == "cuda" and _cuda.kernels_cover(dtypes, head_size, seq_len) and _kernels_built(head_size):
         return "cuda"
     return "chunked"
@@ -152,3 +186,52 @@ def wkv_cuda_or_fallback(
 def _cuda_impl() -> WkvFn | None:
     """What ``wkv`` runs for CUDA tensors (`wkv_cuda_or_fallback`); None with a CPU-only torch."""
     return None if torch.version.cuda is None else wkv_cuda_or_fallback
+
+
+def _dispatch7(
+    device: torch.device | str,
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the WKV-7 contract, then run the implementation chosen for inputs on ``device``."""
+    check_wkv7_inputs(r, w, k, v, a, b, state)
+    dtypes = tuple(x.dtype for x in (r, w, k, v, a, b))
+    name = choose_wkv_impl(device, dtypes, r.shape[1], r.shape[-1], family="wkv7")
+    return WKV7_IMPLS[name](r, w, k, v, a, b, state)
+
+
+def wkv7(
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """WKV-7 (RWKV-7 "Goose") over a sequence, with the implementation `choose_wkv_impl` picks.
+
+    Per head: ``S_t = S_{t-1} (diag(exp(w_t)) + a_t b_t^T) + v_t k_t^T`` and ``y_t = S_t r_t``
+    (no bonus term: Goose adds its ``(r * k * r_k).sum() * v`` outside the op). Goose passes
+    ``a = -kappa_hat`` and ``b = kappa_hat * a_iclr``, BlinkDL's ``RWKV7_OP(state, r, w, k, v,
+    -kk, kk*a)`` argument order.
+
+    Args:
+        r, w, k, v, a, b: [B, T, H, N]; ``w`` is the log decay (<= 0): Goose's
+            ``-exp(-0.5) * sigmoid(w0 + lora)``, i.e. ``-exp(w_rt)`` for the runtime kernel's ``w_rt``.
+        state: optional [B, H, N, N] fp32 initial state, *value* index first (the runtime's
+            layout); None means zeros.
+
+    Returns:
+        ``(y, state_out)``: y [B, T, H, N] in ``r``'s dtype, state_out [B, H, N, N] fp32 (fp64 when
+        an input is fp64). Gradients flow to every input and to ``state``.
+
+    Raises:
+        WkvInputError: when an input breaks the contract (the message names the argument).
+    """
+    return _dispatch7(r.device, r, w, k, v, a, b, state)
