@@ -37,6 +37,10 @@ class TrainConfig:
             gradients and optimizer state sharded over processes, for models that don't fit).
         skip_nonfinite: how many steps with a non-finite loss or gradient norm to tolerate (their
             optimizer step is skipped and logged); one more stops training with an error.
+        num_workers: processes that read and collate training and evaluation batches ahead of
+            the step that uses them (0 = read in the training process); the batches are the same
+            for any number. Pinned memory on CUDA.
+        prefetch: micro-batches each worker prepares ahead (with num_workers > 0).
 
     Every field is checked on construction (`ConfigError` naming the field; the recipe reader
     adds the dotted key and the file).
@@ -64,6 +68,8 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "ddp"
     skip_nonfinite: int = 0
+    num_workers: int = 0
+    prefetch: int = 2
 
     def __post_init__(self) -> None:
         check_int(self, "max_steps", min=1)
@@ -98,3 +104,5 @@ class TrainConfig:
         check_int(self, "seed", min=0)
         check_choice(self, "strategy", STRATEGIES)
         check_int(self, "skip_nonfinite", min=0)
+        check_int(self, "num_workers", min=0)
+        check_int(self, "prefetch", min=1)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
+
+from rwkv_mm.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -22,7 +27,7 @@ class EpochOrder:
 
     def __init__(self, n_samples: int, seed: int, position: DataPosition | None = None) -> None:
         if n_samples <= 0:
-            raise ValueError("the training set is empty")
+            raise UserError("the training set is empty", fix="check the recipe's data section")
         self.n = n_samples
         self.seed = seed
         self.position = position or DataPosition()
@@ -38,19 +43,28 @@ class EpochOrder:
 
     def next_global_batch(self, batch_size: int) -> list[int]:
         """Indices of the next `batch_size` samples."""
-        out: list[int] = []
+        return [index for index, _ in self.next_draws(batch_size)]
+
+    def next_draws(self, batch_size: int) -> list[tuple[int, int]]:
+        """The next `batch_size` samples as (index, draw number): the draw number counts the
+        samples handed out since the start (epoch · n + cursor), so it names one draw of the run
+        whatever the batch size, world size or number of data workers (it seeds the sample's
+        random crops or weighted draws)."""
+        out: list[tuple[int, int]] = []
         while len(out) < batch_size:
             perm = self._permutation(self.position.epoch)
-            take = min(batch_size - len(out), self.n - self.position.cursor)
-            out.extend(perm[self.position.cursor:self.position.cursor + take])
+            start = self.position.cursor
+            take = min(batch_size - len(out), self.n - start)
+            first = self.position.epoch * self.n + start
+            out.extend((perm[start + k], first + k) for k in range(take))
             self.position.cursor += take
             if self.position.cursor == self.n:
                 self.position = DataPosition(self.position.epoch + 1, 0)
         return out
 
 
-def shard(indices: list[int], rank: int, world: int, micro_batch: int) -> list[list[int]]:
-    """This process's share of a global batch, cut into micro-batches."""
+def shard(indices: list[T], rank: int, world: int, micro_batch: int) -> list[list[T]]:
+    """This process's share of a global batch (indices or draws), cut into micro-batches."""
     per_rank = len(indices) // world
     mine = indices[rank * per_rank:(rank + 1) * per_rank]
     return [mine[i:i + micro_batch] for i in range(0, len(mine), micro_batch)]

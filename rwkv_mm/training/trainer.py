@@ -27,7 +27,8 @@ from rwkv_mm.errors import UserError
 
 from .checkpoint import atomic_torch_save, load_training_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
-from .data_order import DataPosition, EpochOrder, shard
+from .data_loading import BatchStream, check_workers, eval_batches, train_tasks
+from .data_order import DataPosition, EpochOrder
 from .distributed import (all_reduce_sum, full_model_state, full_optimizer_state, load_full_states,
                           maybe_init_distributed, rank_and_world, wrap_model)
 from .freezing import apply_freezing
@@ -100,7 +101,12 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(model, cfg.lr, cfg.weight_decay, cfg.decay_lr_scale),
             lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
-        self.order = EpochOrder(len(train_set), cfg.seed)
+        self.order = EpochOrder(len(train_set), cfg.seed)  # its position: after the last step taken
+        check_workers(train_set, cfg.num_workers)
+        check_workers(eval_set, cfg.num_workers)
+        self.loading = dict(num_workers=cfg.num_workers, prefetch=cfg.prefetch,
+                            pin_memory=self.device.type == "cuda")
+        self._batches: BatchStream | None = None  # opened at the first step, from self.order's position
         self.step = 0
         self.skipped_steps = 0  # steps whose loss or gradient norm was not finite (train.skip_nonfinite)
         use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
@@ -158,6 +164,7 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         self.order.position = DataPosition(**ckpt["data"])
+        self.close()  # the batches fetched ahead came from the old position
         set_rng_state(ckpt["rng"])
 
     # ----------------------------------------------------------------------------- steps
@@ -173,10 +180,7 @@ class Trainer:
         lr = lr_at(self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        micro_indices = shard(self.order.next_global_batch(cfg.batch_size), self.rank, self.world,
-                              self.micro_batch)
-        batches = [_to_device(self.collate([self.train_set[i] for i in idx]), self.device)
-                   for idx in micro_indices]
+        batches = self._step_batches()
         # Global counts first, so that every micro-batch's loss is weighted by its share of
         # the global batch's target tokens (identical for any split across processes/micro-batches).
         counts = torch.zeros(2, dtype=torch.float64, device=self.device)
@@ -217,6 +221,23 @@ class Trainer:
         self.step += 1
         return record
 
+    def _step_batches(self) -> list[Batch]:
+        """This process's micro-batches of the next global batch, on the device (read by the data
+        workers); the data position a checkpoint records moves past them as they are taken."""
+        if self._batches is None:
+            cfg = self.cfg
+            tasks = train_tasks(len(self.train_set), cfg.seed, self.order.position, cfg.batch_size, self.rank,
+                                self.world, self.micro_batch)
+            self._batches = BatchStream(self.train_set, self.collate, tasks, **self.loading)
+        batches, self.order.position = self._batches.next_step()
+        return [_to_device(b, self.device) for b in batches]
+
+    def close(self) -> None:
+        """Stop the data workers (a next step starts them again, from the position reached)."""
+        if self._batches is not None:
+            self._batches.close()
+            self._batches = None
+
     @torch.no_grad()
     def evaluate(self) -> float | None:
         """Token-weighted mean loss over the first `eval_batches` micro-batches of eval_set."""
@@ -226,13 +247,13 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.float64, device=self.device)
         n = min(len(self.eval_set), self.cfg.eval_batches * self.micro_batch)
-        for start in range(0, n, self.micro_batch):
-            batch = _to_device(self.collate([self.eval_set[i] for i in range(start, min(start + self.micro_batch, n))]),
-                               self.device)
-            with self.autocast():
-                loss_sum, n_tok, _ = self.loss_fn(self.model, batch)
-            total += loss_sum.double()
-            count += n_tok
+        with eval_batches(self.eval_set, self.collate, n, self.micro_batch, self.cfg.seed,
+                          **self.loading) as batches:
+            for batch in batches:
+                with self.autocast():
+                    loss_sum, n_tok, _ = self.loss_fn(self.model, _to_device(batch, self.device))
+                total += loss_sum.double()
+                count += n_tok
         if float(count) == 0:  # no target tokens: there is no loss to report (not 0.0)
             return None
         return float(total / count)
@@ -266,8 +287,9 @@ class Trainer:
         start_time, last = time.perf_counter(), {}
         window_tokens, window_start = 0.0, time.perf_counter()
         val_loss = None
-        with tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
-                  desc=f"train {self.run_dir.name}", unit="step") as bar:  # closed (a newline) on errors too
+        with (contextlib.closing(self),  # the data workers stop on errors, Ctrl-C and at the end
+              tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
+                   desc=f"train {self.run_dir.name}", unit="step") as bar):  # closed (a newline) on errors too
             while self.step < cfg.max_steps:
                 last = self.train_step()
                 window_tokens += last["tokens"]

@@ -63,6 +63,11 @@ class LoadReport:
         if len(self.examples) < 5:
             self.examples.append(message)
 
+    def merge(self, other: "LoadReport") -> None:
+        """Add what `other` counted (a data worker's report), as if its `add` calls were made here."""
+        self.problems.update(other.problems)
+        self.examples.extend(other.examples[:max(0, 5 - len(self.examples))])
+
     @property
     def skipped(self) -> int:
         return sum(self.problems.values())
@@ -162,6 +167,20 @@ class LlavaDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    @property
+    def needs_main_process(self) -> str | None:
+        """Why data workers cannot read this dataset (None: they can)."""
+        return "data.cache_features runs the vision tower inside the dataset" if self.features is not None else None
+
+    def take_worker_report(self) -> LoadReport:
+        """In a data worker: the samples skipped since the last call (then counted afresh)."""
+        report, self.report = self.report, LoadReport()
+        return report
+
+    def merge_worker_report(self, report: LoadReport) -> None:
+        """In the training process: add a worker's `take_worker_report()`."""
+        self.report.merge(report)
 
     def encode(self, record: dict) -> dict:
         """One record -> tensors (raises SampleError/ConversationError naming the sample)."""

@@ -297,6 +297,7 @@ class AudioTaggingDataset:
         self.silence_peak = silence_peak
         self.problems = problems if problems is not None else ProblemLog()
         self.bad: set[int] = set()
+        self.new_bad: list[tuple[int, str, str]] = []  # found since `take_worker_report` (data workers)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -330,7 +331,19 @@ class AudioTaggingDataset:
     def _mark_bad(self, i: int, reason: str, detail: str) -> None:
         self.bad.add(i)
         self.problems.add(reason, self.records[i].where, detail)
+        self.new_bad.append((i, reason, detail))
         return None
+
+    def take_worker_report(self) -> list[tuple[int, str, str]]:
+        """In a data worker: the clips found bad since the last call, as (index, reason, detail)."""
+        found, self.new_bad = self.new_bad, []
+        return found
+
+    def merge_worker_report(self, found: list[tuple[int, str, str]]) -> None:
+        """In the training process: count a worker's bad clips, each once (as if found here)."""
+        for i, reason, detail in found:
+            if i not in self.bad:
+                self._mark_bad(i, reason, detail)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         n = len(self.records)
