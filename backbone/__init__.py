@@ -36,6 +36,9 @@ Public API:
     UnsupportedVersionError       a checkpoint of RWKV-4 or RWKV-7
   training
     param_groups, make_optimizer  the paper's AdamW groups (App. H)
+    GradCheckpointing             mixin of a module whose block loop can recompute activations
+    run_block                     run one block, checkpointed (recomputed in backward) when enabled
+    set_grad_checkpointing        switch it in every part of a model that has it (train.grad_cp)
   tokenizers
     Tokenizer                     what every tokenizer provides (a Protocol)
     WorldTokenizer                the RWKV World tokenizer
@@ -61,6 +64,7 @@ Public API:
 from .build import Backbone, BackboneState, build_backbone
 from .checkpoint import (UnsupportedVersionError, check_state_dict, config_from_state_dict,
                          detect_version, load_model, save_model, state_dict_to_model)
+from .checkpointing import GradCheckpointing, run_block, set_grad_checkpointing
 from .config import VERSION_ALIASES, RWKVConfig, normalize_version
 from .config_dict import ConfigDictError, config_from_dict, config_to_dict
 from .encoder import RWKVEncoder
@@ -91,7 +95,7 @@ __all__ = [
     "detect_version", "torch_load", "check_weights", "check_state_dict", "layer_count",
     "CheckpointError", "UnsupportedVersionError",
     # training
-    "param_groups", "make_optimizer",
+    "param_groups", "make_optimizer", "GradCheckpointing", "run_block", "set_grad_checkpointing",
     # tokenizers
     "Tokenizer", "WorldTokenizer", "load_tokenizer", "register_tokenizer", "available_tokenizers",
     "StreamDecoder",

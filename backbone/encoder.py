@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpointing import GradCheckpointing, run_block
 from .config import RWKVConfig
 from .encoder_block import EncoderBlock, TokenShift
 from .goldfinch.encoder import goldfinch_encoder_block
@@ -38,7 +39,7 @@ from .goldfinch.key_cache import add_key_cache, cache_keys
 from .init import init_rwkv_
 
 
-class RWKVEncoder(nn.Module):
+class RWKVEncoder(GradCheckpointing, nn.Module):
     """Base of bidirectional encoders made of backbone blocks (see the module docstring)."""
 
     def add_blocks(self, config: RWKVConfig, shift: TokenShift | None = None, drop_path: float = 0.0) -> None:
@@ -64,12 +65,13 @@ class RWKVEncoder(nn.Module):
     def run_blocks(self, x0: torch.Tensor, context: Any = None) -> torch.Tensor:
         """Tokens x0 [B, N, D] (normed) through every block -> [B, N, D]. `context` goes to the
         token shift. GoldFinch: the key cache is written once, from the output of the last block
-        below `first_gold_layer`, and read by every block from there."""
+        below `first_gold_layer`, and read by every block from there. With `grad_checkpointing`
+        each block's activations are recomputed in backward (`run_block`)."""
         h, keys = x0, None
         for i, block in enumerate(self.blocks):
             if i == self.first_gold_layer:
                 keys = cache_keys(self, x0, h)  # [B, N, D]
-            h = block(h, context, keys, x0)
+            h = run_block(block, h, context, keys, x0, enabled=self.grad_checkpointing)
         return h
 
     @torch.no_grad()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .channel_mix import ChannelMix
+from .checkpointing import GradCheckpointing, run_block
 from .config import RWKVConfig
 from .init import init_rwkv_
 from .linear import Linear
@@ -90,7 +91,21 @@ class Block(nn.Module):
         return x + out
 
 
-class RWKV(nn.Module):
+def layer_step(block: Block, x: torch.Tensor, state: RWKVState, index: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Block i's pass as a pure function (what `run_block` may run again in backward): x [B, T, D]
+    and the state before it -> (output [B, T, D], its new att_x [B, D], wkv [B, H, N, N],
+    ffn_x [B, D]). `index` [B, T]: run on the positions in that order (see `LayerOrder`)."""
+    i = block.layer_id
+    new = RWKVState([None] * (i + 1), [None] * (i + 1), [None] * (i + 1))  # written by this call only
+    if index is None:
+        x = block(x, state, new)
+    else:
+        x = run_reordered(lambda h: block(h, state, new), x, index)
+    return x, new.att_x[i], new.wkv[i], new.ffn_x[i]
+
+
+class RWKV(GradCheckpointing, nn.Module):
     """Eagle (RWKV-5.2) or Finch (RWKV-6) language model.
 
     `logits, state = model(tokens, state)` with tokens [B, T] (long) gives logits [B, T, V] and the
@@ -145,10 +160,9 @@ class RWKV(nn.Module):
             raise ValueError(f"state holds {state.batch_size} sequences but the input has B={B}")
         L = self.config.n_layer
         new_state = RWKVState([None] * L, [None] * L, [None] * L)
-        for block in self.blocks:
-            index = layer_order(block.layer_id) if layer_order is not None else None
-            if index is None:
-                x = block(x, state, new_state)
-            else:
-                x = run_reordered(lambda h: block(h, state, new_state), x, index)
+        for block in self.blocks:  # each block's activations recomputed in backward with grad_cp
+            i = block.layer_id
+            index = layer_order(i) if layer_order is not None else None
+            x, new_state.att_x[i], new_state.wkv[i], new_state.ffn_x[i] = run_block(
+                layer_step, block, x, state, index, enabled=self.grad_checkpointing)
         return lm_output(self, x, last_only, return_hidden), new_state

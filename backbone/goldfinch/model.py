@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..channel_mix import ChannelMix
+from ..checkpointing import GradCheckpointing, run_block
 from ..config import RWKVConfig
 from ..linear import Linear
 from ..model import LayerOrder, embed_inputs, lm_output
@@ -108,7 +109,7 @@ class GoldFinchBlock(nn.Module):
         return BlockOutput(x + out, att_x, ffn_x, mixer_state, x0)
 
 
-class GoldFinch(nn.Module):
+class GoldFinch(GradCheckpointing, nn.Module):
     """GoldFinch language model with the Eagle/Finch call convention.
 
     `logits, state = model(tokens, state)`: tokens [B, T] → logits [B, T, V] and a
@@ -179,8 +180,8 @@ class GoldFinch(nn.Module):
                              state.key_cache, None, state.keep_kv_memo)
         x, x0_all = e, None
         for i in range(s):
-            out = self.blocks[i](x, state.att_x[i], state.ffn_x[i], state.wkv[i],
-                                 n_ctx=n_ctx if i == 0 else 0)
+            out = run_block(self.blocks[i], x, state.att_x[i], state.ffn_x[i], state.wkv[i],
+                            n_ctx=n_ctx if i == 0 else 0, enabled=self.grad_checkpointing)
             x, new.att_x[i], new.ffn_x[i], new.wkv[i] = out.x, out.att_x, out.ffn_x, out.mixer_state
             if i == 0:
                 x0_all = out.x0  # [B, n_ctx + T, D]
@@ -206,7 +207,7 @@ class GoldFinch(nn.Module):
         memo = []
         for i in range(s, cfg.n_layer):
             att_x, ffn_x = (zeros, zeros) if windowed else (state.att_x[i], state.ffn_x[i])
-            out = self.blocks[i](x, att_x, ffn_x, gold=gold)
+            out = run_block(self.blocks[i], x, att_x, ffn_x, gold=gold, enabled=self.grad_checkpointing)
             x, new.att_x[i], new.ffn_x[i] = out.x, out.att_x, out.ffn_x
             memo.append(out.mixer_state)
 
