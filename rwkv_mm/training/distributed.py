@@ -89,13 +89,51 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sha
     return get_optimizer_state_dict(model, optimizer, options=_full_options())
 
 
-def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict[str, Any]) -> None:
-    """Load a checkpoint's whole model and optimizer states into a sharded model (every process)."""
+def load_full_states(model: nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict[str, Any],
+                     sharded: bool) -> None:
+    """Load a checkpoint's whole model and optimizer states, whichever strategy and world size
+    wrote them (the optimizer's parameters numbered, as one process or DDP writes them, or named,
+    as FSDP does): into a sharded model every process loads the whole and keeps its shards.
+    A state that does not fit raises KeyError, ValueError or RuntimeError."""
+    named = optimizer_state_by_name(model, optimizer, ckpt["optimizer"])
+    if not sharded:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(optimizer_state_by_number(model, optimizer, named))
+        return
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                          set_optimizer_state_dict)
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, ckpt["model"], options=options)
-    set_optimizer_state_dict(model, optimizer, ckpt["optimizer"], options=options)
+    set_optimizer_state_dict(model, optimizer, named, options=options)
+
+
+def _numbered_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """The names of the optimizer's parameters, group by group (`optimizer.state_dict()` numbers
+    them 0, 1, ... in this order)."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
+def optimizer_state_by_name(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """An optimizer state dict with its parameters named (FSDP's full form); `state` may number
+    them (`optimizer.state_dict()`), as `optimizer`, built the same way, numbers its own."""
+    groups = state["param_groups"]
+    if all(isinstance(p, str) for g in groups for p in g["params"]):
+        return state
+    live = _numbered_names(model, optimizer)
+    if [len(g["params"]) for g in groups] != [len(g) for g in live]:
+        raise ValueError(f"the optimizer groups hold {[len(g['params']) for g in groups]} parameters, "
+                         f"this model's {[len(g) for g in live]}")
+    name_of = {number: name for g, names in zip(groups, live) for number, name in zip(g["params"], names)}
+    return {"state": {name_of[number]: value for number, value in state["state"].items()},
+            "param_groups": [{**g, "params": [name_of[n] for n in g["params"]]} for g in groups]}
+
+
+def optimizer_state_by_number(model: nn.Module, optimizer: torch.optim.Optimizer, named: dict) -> dict:
+    """The inverse of `optimizer_state_by_name`: what `optimizer.load_state_dict` takes."""
+    number_of = {name: k for k, name in enumerate(n for g in _numbered_names(model, optimizer) for n in g)}
+    return {"state": {number_of[name]: value for name, value in named["state"].items()},
+            "param_groups": [{**g, "params": [number_of[n] for n in g["params"]]} for g in named["param_groups"]]}
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

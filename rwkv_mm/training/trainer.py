@@ -136,7 +136,8 @@ class Trainer:
         atomic_torch_save({
             "model": model_sd,
             "optimizer": optim_sd,
-            "strategy": "fsdp" if self.sharded else "plain",
+            "strategy": "fsdp" if self.sharded else "plain",  # what wrote it; any strategy resumes it
+            "world": self.world,
             "step": self.step,
             "skipped_steps": self.skipped_steps,
             "data": dataclasses.asdict(self.order.position),
@@ -147,20 +148,13 @@ class Trainer:
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Restore everything `save_checkpoint` wrote; training then continues exactly."""
         ckpt = load_training_checkpoint(Path(path) if path else self.checkpoint_path)
-        if ckpt.get("strategy", "plain") != ("fsdp" if self.sharded else "plain"):
-            raise UserError(f"the checkpoint was written with strategy {ckpt.get('strategy', 'plain')!r}",
-                            where=str(path or self.checkpoint_path), fix="resume with the same train.strategy")
-        if self.sharded:
-            load_full_states(self.model, self.optimizer, ckpt)
-        else:
-            try:
-                self.model.load_state_dict(ckpt["model"])
-                self.optimizer.load_state_dict(ckpt["optimizer"])
-            except (RuntimeError, ValueError, KeyError) as err:  # other shapes, names or groups
-                detail = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
-                raise UserError(f"the checkpoint does not fit this model ({detail[:300]})",
-                                where=str(path or self.checkpoint_path),
-                                fix="resume with the settings the run was started with (its config.yaml)") from None
+        try:  # whole states: any strategy (ddp, fsdp) and world size wrote them, any takes them
+            load_full_states(self.model, self.optimizer, ckpt, self.sharded)
+        except (RuntimeError, ValueError, KeyError) as err:  # other shapes, names or groups
+            detail = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise UserError(f"the checkpoint does not fit this model ({detail[:300]})",
+                            where=str(path or self.checkpoint_path),
+                            fix="resume with the settings the run was started with (its config.yaml)") from None
         self.step = int(ckpt["step"])
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         self.order.position = DataPosition(**ckpt["data"])
