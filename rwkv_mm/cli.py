@@ -248,10 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--root", default=None, help="list this folder instead of the shipped recipes")
     ls.set_defaults(func=_cmd_ls)
 
+    from rwkv_mm.demo.cli import add_demo_parser
     from rwkv_mm.quickstart import add_quickstart_parser
 
     add_quickstart_parser(sub)
     add_modality_groups(sub)
+    add_demo_parser(sub)
 
     n = sub.add_parser("info", help="print the architecture inferred from a checkpoint")
     n.add_argument("checkpoint")
