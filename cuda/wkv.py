@@ -37,6 +37,7 @@ import torch
 
 from . import wkv_cuda as _cuda
 from .contract import WkvInputError, check_wkv7_inputs, check_wkv_inputs, compute_dtype
+from .wkv7_chunked import wkv7_chunked
 from .wkv7_recurrent import wkv7_recurrent, wkv7_step
 from .wkv7_reference import wkv7_reference
 from .wkv_chunked import wkv_chunked
@@ -72,6 +73,7 @@ WKV_IMPLS: dict[str, WkvFn] = {
 #: Every implementation of ``wkv7`` (WKV-7, Goose), by the same names (same signature).
 WKV7_IMPLS: dict[str, WkvFn] = {
     "reference": wkv7_reference,
+    "chunked": wkv7_chunked,
     "step": wkv7_recurrent,
 }
 
@@ -125,7 +127,7 @@ def choose_wkv_impl(
     if seq_len == 1:
         return "step"
     if family == "wkv7":
-        return "step"  # interim: the chunked form and the kernels join WKV7_IMPLS next
+        return "chunked"  # interim: the CUDA kernels join WKV7_IMPLS next
     if torch.device(device).type == "cuda" and _cuda.kernels_cover(dtypes, head_size, seq_len) and _kernels_built(head_size):
         return "cuda"
     return "chunked"

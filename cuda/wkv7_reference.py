@@ -2,8 +2,8 @@
 
 Used by tests and benchmarks (the dispatcher in `rwkv_mm.kernels.wkv` lists it as the "reference"
 of the "wkv7" family but never picks it). Written independently of the decode step
-(`wkv7_recurrent`), the chunked form (`wkv7_chunked`) and the CUDA kernels: each step builds the
-full N x N transition matrix and multiplies, where the others use the rank-one update.
+(`wkv7_recurrent`), the chunked form (`wkv7_chunked`) and the CUDA kernels, with its own ops
+(einsum over named indices; tests also check it against BlinkDL's runtime formula).
 
 Recurrence per (batch, head), S an N x N matrix indexed [value, key] (BlinkDL's runtime layout):
 
@@ -50,11 +50,11 @@ def wkv7_reference(
     if T == 0:
         return empty_sequence_result(r, state, dt)
     s = torch.zeros(B, H, N, N, dtype=dt, device=r.device) if state is None else state.to(dt)
-    eye = torch.eye(N, dtype=dt, device=r.device)
     ys = []
     for t in range(T):
         rt, wt, kt, vt, at, bt = (x[:, t].to(dt) for x in (r, w, k, v, a, b))  # [B, H, N]
-        trans = eye * torch.exp(wt)[..., None, :] + at[..., :, None] * bt[..., None, :]  # [B, H, N, N]
-        s = s @ trans + vt[..., :, None] * kt[..., None, :]  # [B, H, N_value, N_key]
-        ys.append((s @ rt[..., None])[..., 0])  # [B, H, N]
+        sa = torch.einsum("bhij,bhj->bhi", s, at)  # S_{t-1} a_t, [B, H, N_value]
+        s = (s * torch.exp(wt)[:, :, None, :] + torch.einsum("bhi,bhj->bhij", sa, bt)
+             + torch.einsum("bhi,bhj->bhij", vt, kt))  # [B, H, N_value, N_key]
+        ys.append(torch.einsum("bhij,bhj->bhi", s, rt))  # [B, H, N_value]
     return torch.stack(ys, dim=1).to(r.dtype), s
