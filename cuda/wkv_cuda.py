@@ -47,6 +47,7 @@ __all__ = [
     "build",
     "find_cuda_home",
     "kernels_cover",
+    "load_extension",
     "wkv_cuda",
 ]
 
@@ -171,11 +172,9 @@ def build(
     build_directory: str | os.PathLike[str] | None = None,
     verbose: bool = False,
 ) -> Any:
-    """Compile (or load from torch's cache) the extension for one head size.
-
-    One process can load one build per name (torch ops namespaces are global): the name encodes
-    the head size, ``fast``, ``arch`` and ``defines``, so don't load the same variant from two
-    build folders. A compile error's message includes the compiler output.
+    """Compile (or load from torch's cache) the extension for one head size. One process can
+    load one build per name (torch ops namespaces are global): the name encodes the head size,
+    ``fast``, ``arch`` and ``defines``. A compile error's message includes the compiler output.
 
     Args:
         head_size: N, one of `HEAD_SIZES`.
@@ -196,13 +195,34 @@ def build(
         ValueError: head_size is not supported.
         WkvBuildError: a CPU-only torch, no CUDA toolkit, no ninja, or a compile error.
     """
-    if head_size not in HEAD_SIZES:
-        raise ValueError(f"head size {head_size} is not supported by the WKV CUDA kernels; use one of {HEAD_SIZES}")
-    key = (head_size, tuple(arch or ()), fast, tuple(defines), str(build_directory or ""))
+    return load_extension("rwkv_mm_wkv", SOURCES, HEAD_SIZES, head_size, "the WKV CUDA kernels", arch=arch,
+                          fast=fast, defines=defines, build_directory=build_directory, verbose=verbose)
+
+
+def load_extension(
+    prefix: str,
+    sources: Sequence[str],
+    head_sizes: Sequence[int],
+    head_size: int,
+    what: str,
+    *,
+    arch: Sequence[str] | None = None,
+    fast: bool = False,
+    defines: Sequence[str] = (),
+    build_directory: str | os.PathLike[str] | None = None,
+    verbose: bool = False,
+) -> Any:
+    """`build` for any kernel family whose sources lie next to this module (WKV, WKV-7): compiled
+    with ``-DWKV_N=<head_size>`` (and ``-DWKV_FAST_BUILD`` when ``fast``) as the torch ops library
+    ``<prefix>_n<N>[_fast][_sm..][_<hash of defines>]``; ``what`` names the kernels in errors.
+    Arguments, result and errors otherwise as `build`."""
+    if head_size not in head_sizes:
+        raise ValueError(f"head size {head_size} is not supported by {what}; use one of {tuple(head_sizes)}")
+    key = (prefix, head_size, tuple(arch or ()), fast, tuple(defines), str(build_directory or ""))
     if key in _builds:
         return _builds[key]
     if torch.version.cuda is None:
-        raise WkvBuildError(f"torch {torch.__version__} is a CPU-only build: the WKV CUDA kernels need a CUDA build of torch")
+        raise WkvBuildError(f"torch {torch.__version__} is a CPU-only build: {what} need a CUDA build of torch")
     cuda_home = find_cuda_home()
     if cuda_home is None:
         raise WkvBuildError(
@@ -216,7 +236,7 @@ def build(
     _ensure_ninja()
     flags = [f"-DWKV_N={head_size}"] + (["-DWKV_FAST_BUILD"] if fast else []) + [f"-D{d}" for d in defines]
     arch_flags = _arch_flags(arch)
-    name = f"rwkv_mm_wkv_n{head_size}" + ("_fast" if fast else "")
+    name = f"{prefix}_n{head_size}" + ("_fast" if fast else "")
     if arch:
         name += "_sm" + "_".join(a.replace(".", "") for a in arch)
     if defines:
@@ -227,7 +247,7 @@ def build(
         # with torch.ops.load_library; no pybind11, so it compiles much faster.
         cpp_extension.load(
             name=name,
-            sources=[str(SOURCE_DIR / s) for s in SOURCES],
+            sources=[str(SOURCE_DIR / s) for s in sources],
             extra_include_paths=[str(SOURCE_DIR)],
             extra_cflags=["-O3", *flags],
             extra_cuda_cflags=["-O3", "-std=c++17", *flags, *arch_flags],
@@ -238,9 +258,9 @@ def build(
         ops = getattr(torch.ops, name)
         built_for = ops.head_size()
     except Exception as e:  # torch raises RuntimeError / OSError / CalledProcessError
-        raise WkvBuildError(f"building the WKV CUDA kernels (head size {head_size}) failed: {e}") from e
+        raise WkvBuildError(f"building {what} (head size {head_size}) failed: {e}") from e
     if built_for != head_size:
-        raise WkvBuildError(f"the WKV library {name} was built for head size {built_for}, not {head_size}")
+        raise WkvBuildError(f"the library {name} was built for head size {built_for}, not {head_size}")
     _builds[key] = ops
     return ops
 

@@ -21,7 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 CUDA_DIR = REPO / "cuda"
 EMU_DIR = Path(__file__).resolve().parent / "emulate"
-_SOURCES = (CUDA_DIR / "wkv_cuda.cu", CUDA_DIR / "wkv_cuda.h", EMU_DIR / "cuda_emulate.h", EMU_DIR / "shim.cpp")
+_SOURCES = (CUDA_DIR / "wkv_cuda.cu", CUDA_DIR / "wkv_cuda.h", CUDA_DIR / "wkv_device.cuh", EMU_DIR / "cuda_emulate.h",
+            EMU_DIR / "shim.cpp")
 _DTYPE_CODE = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
