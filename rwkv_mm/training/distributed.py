@@ -53,15 +53,23 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
 def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> tuple[nn.Module, bool]:
     """(the module to call in training, whether its parameters are sharded) for `model` under
     the current process group: FSDP2 (`strategy` "fsdp": each block sharded, then the rest, in
-    place), DDP (a wrapper), or the model itself with one process."""
+    place), DDP (a wrapper), or the model itself with one process.
+
+    Under FSDP, frozen parameters outside the blocks (a VisualRWKV's CLIP tower, a frozen
+    embedding) stay whole on every process: they have no gradient or optimizer state to shard,
+    the root unit would otherwise gather them at every step, and a frozen part may run outside
+    the model's forward (the feature cache runs the tower alone, which sharded weights refuse)."""
     _, world = rank_and_world()
     if world <= 1:
         return model, False
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
-        for block in fsdp_units(model):
+        units = fsdp_units(model)
+        for block in units:
             fully_shard(block)
-        fully_shard(model)
+        in_units = {id(p) for block in units for p in block.parameters()}
+        frozen = {p for p in model.parameters() if not p.requires_grad and id(p) not in in_units}
+        fully_shard(model, **({"ignored_params": frozen} if frozen else {}))
         return model, True
     from torch.nn.parallel import DistributedDataParallel as DDP
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None), False
