@@ -301,3 +301,28 @@ def test_bad_clips_found_in_workers_are_counted_once_with_balanced_draws(tmp_pat
     assert got[0][1] == {"unreadable": 2}
     for a, b in zip(got[0][0], got[2][0]):
         assert torch.equal(a["index"], b["index"]) and torch.equal(a["wave"], b["wave"])
+
+
+# ----------------------------------------------------------------------------- under torchrun
+def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    from pathlib import Path
+
+    from rwkv_test_utils import gloo_process_group
+
+    with gloo_process_group(rank, world, init_file):
+        losses, _ = train(Path(out), config(num_workers=1, micro_batch_size=1), RandomCrops())
+        assert no_workers_left()
+        if rank == 0:
+            torch.save(losses, Path(out) / "losses.pt")
+
+
+@pytest.mark.slow
+def test_workers_forked_by_two_gloo_processes_match_one_process(tmp_path):
+    """Each process of a DDP run forks its own worker; random crops are seeded per draw, so the
+    2-process run sees the same global batches as one process reading them itself."""
+    import torch.multiprocessing as mp
+
+    with single_threaded():
+        single, _ = train(tmp_path / "one", config(num_workers=0), RandomCrops())
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp")), nprocs=2, join=True)
+    assert torch.load(tmp_path / "ddp" / "losses.pt") == pytest.approx(single, rel=1e-5)
