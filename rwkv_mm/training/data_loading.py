@@ -136,7 +136,7 @@ def check_workers(dataset: Any, num_workers: int) -> None:
             return
         reason = getattr(dataset, "needs_main_process", None)
         if reason:
-            raise UserError(f"train.num_workers={num_workers}: {reason}", where="train.num_workers",
+            raise UserError(f"train.num_workers={num_workers}: {reason}",
                             fix="set train.num_workers=0, or turn that option off")
         dataset = getattr(dataset, "dataset", None)
 
