@@ -10,7 +10,8 @@ Installed as ``rwkv_mm.kernels`` (sources live in the top-level ``cuda/`` folder
     wkv_recurrent      the decode step, alone (``wkv_step``) or per token over a sequence
     wkv_cuda           the CUDA kernels (lazy build; never falls back itself)
     wkv_bidirectional  the non-causal op for encoders (two ``wkv`` scans)
-    wkv7_*             WKV-7 (Goose), the same layout: wkv7_reference, wkv7_recurrent, ...;
+    wkv7_*             WKV-7 (Goose), the same layout: wkv7_reference, wkv7_chunked,
+                       wkv7_recurrent, wkv7_cuda (wkv7_cuda.cu; build shared with wkv_cuda);
                        its public op is ``wkv.wkv7`` (the "wkv7" family of the one dispatch)
     native_cache       private build folders for native code
 
@@ -37,6 +38,7 @@ _EXPORTS = {
     "WKV7_IMPLS": "wkv",
     "WKV_FAMILIES": "wkv",
     "wkv7_step": "wkv7_recurrent",
+    "wkv7_cuda_or_fallback": "wkv",
     "choose_wkv_impl": "wkv",
     "wkv_cuda_or_fallback": "wkv",
     "wkv_step": "wkv_recurrent",

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from . import wkv7_cuda as _cuda7
 from . import wkv_cuda as _cuda
 from .contract import WkvInputError, check_wkv7_inputs, check_wkv_inputs, compute_dtype
 from .wkv7_chunked import wkv7_chunked
@@ -55,6 +56,7 @@ __all__ = [
     "compute_dtype",
     "wkv",
     "wkv7",
+    "wkv7_cuda_or_fallback",
     "wkv7_step",
     "wkv_cuda_or_fallback",
     "wkv_step",
@@ -75,26 +77,34 @@ WKV7_IMPLS: dict[str, WkvFn] = {
     "reference": wkv7_reference,
     "chunked": wkv7_chunked,
     "step": wkv7_recurrent,
+    "cuda": _cuda7.wkv7_cuda,
 }
 
 #: The op families of the one dispatch: ``choose_wkv_impl(..., family=)`` names an entry of these.
 WKV_FAMILIES: dict[str, dict[str, WkvFn]] = {"wkv": WKV_IMPLS, "wkv7": WKV7_IMPLS}
 
-_failed_builds: dict[int, str] = {}  # head size -> why its CUDA build failed (warned once)
+_failed_builds: dict[tuple[str, int], str] = {}  # (family, head size) -> why its CUDA build failed (warned once)
+
+#: Each family's kernels: (what warnings call them, build(head_size); looked up at call time).
+_KERNELS: dict[str, tuple[str, Callable[[int], object]]] = {
+    "wkv": ("WKV CUDA kernels", lambda n: _cuda.build(n)),
+    "wkv7": ("WKV-7 CUDA kernels", lambda n: _cuda7.build7(n)),
+}
 
 
-def _kernels_built(head_size: int) -> bool:
-    """Whether the CUDA kernels for this head size are built (building them on first use).
+def _kernels_built(head_size: int, family: str = "wkv") -> bool:
+    """Whether the family's CUDA kernels for this head size are built (building them on first use).
 
     A failed build is warned about once and remembered: later calls return False at once.
     """
-    if head_size in _failed_builds:
+    if (family, head_size) in _failed_builds:
         return False
+    what, build = _KERNELS[family]
     try:
-        _cuda.build(head_size)  # cached after the first call
+        build(head_size)  # cached after the first call
     except _cuda.WkvBuildError as e:
-        _failed_builds[head_size] = str(e)
-        warnings.warn(f"WKV CUDA kernels unavailable, using the chunked PyTorch form: {e}", RuntimeWarning, stacklevel=5)
+        _failed_builds[family, head_size] = str(e)
+        warnings.warn(f"{what} unavailable, using the chunked PyTorch form: {e}", RuntimeWarning, stacklevel=5)
         return False
     return True
 
@@ -106,9 +116,10 @@ def choose_wkv_impl(
 
     Rules, in order:
       1. ``seq_len == 1`` (a decode step, with or without a state): "step".
-      2. On a CUDA device, when the kernels cover the inputs (`wkv_cuda.kernels_cover`: r, k, v, w
-         fp32 / fp16 / bf16, head size in `wkv_cuda.HEAD_SIZES`, seq_len > 0) and are built (built
-         here on first use; a failed build warns once, then counts as unavailable): "cuda".
+      2. On a CUDA device, when the family's kernels cover the inputs (`wkv_cuda.kernels_cover`:
+         every dtype fp32 / fp16 / bf16, head size in `wkv_cuda.HEAD_SIZES`, seq_len > 0) and are
+         built (built here on first use; a failed build warns once, then counts as unavailable):
+         "cuda".
       3. Otherwise (any CPU input, fp64, other head sizes, no kernels): "chunked".
     "reference" is never chosen: it is the slow truth the others are tested against.
 
@@ -126,9 +137,8 @@ def choose_wkv_impl(
         raise ValueError(f"unknown WKV family {family!r}; expected one of {sorted(WKV_FAMILIES)}")
     if seq_len == 1:
         return "step"
-    if family == "wkv7":
-        return "chunked"  # interim: the CUDA kernels join WKV7_IMPLS next
-    if torch.device(device).type == "cuda" and _cuda.kernels_cover(dtypes, head_size, seq_len) and _kernels_built(head_size):
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and _cuda.kernels_cover(dtypes, head_size, seq_len) and _kernels_built(head_size, family):
         return "cuda"
     return "chunked"
 
@@ -237,3 +247,17 @@ def wkv7(
         WkvInputError: when an input breaks the contract (the message names the argument).
     """
     return _dispatch7(r.device, r, w, k, v, a, b, state)
+
+
+def wkv7_cuda_or_fallback(
+    r: torch.Tensor,
+    w: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``wkv7`` as it runs for tensors on a CUDA device: the same rule with the device taken as
+    CUDA (the WKV-7 kernels where they cover the inputs and build, else the chunked form)."""
+    return _dispatch7("cuda", r, w, k, v, a, b, state)

@@ -107,7 +107,7 @@ def test_every_implementation_rejects_a_violation_with_the_same_error(what):
 @pytest.mark.parametrize("with_state", [False, True])
 def test_empty_sequence(with_state):
     xs = make_inputs7(2, 0, 3, 8, with_state=with_state)
-    for name, op in WKV7_IMPLS.items():
-        y, s = op(*xs)
+    for name in ("reference", "chunked", "step"):
+        y, s = WKV7_IMPLS[name](*xs)
         assert y.shape == (2, 0, 3, 8), name
         torch.testing.assert_close(s, xs[-1] if with_state else torch.zeros(2, 3, 8, 8), msg=name)

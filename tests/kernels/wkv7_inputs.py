@@ -50,3 +50,55 @@ def make_inputs7(
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Max abs difference relative to the largest magnitude of b."""
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp(min=1e-30)).item()
+
+
+#: Result order of `run_both7`: y, final state, then the gradients of r, w, k, v, a, b, state.
+RESULTS7 = ("y", "state", "dr", "dw", "dk", "dv", "da", "db", "ds0")
+
+
+def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in fp64."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
+
+
+def run_both7(fn, inputs, dtype: torch.dtype, *, w_dtype: torch.dtype | None = None, grad_y: bool = True,
+              grad_state: bool = True, seed: int = 0, device: str = "cpu"):
+    """(results of ``fn``, fp64 reference results), each in the order of `RESULTS7`.
+
+    ``fn`` gets the inputs and dy rounded to ``dtype`` (w to ``w_dtype``, the state fp32); the
+    reference (`wkv7_reference`) gets the same rounded values in fp64, so only ``fn``'s own error
+    is measured, on the CPU. Random upstream gradients for y (``grad_y``) and the final state
+    (``grad_state``). Results come back on the CPU.
+    """
+    from rwkv_mm.kernels.wkv7_reference import wkv7_reference
+
+    r = inputs[0]
+    B, T, H, N = r.shape
+    g = torch.Generator().manual_seed(100 + seed)
+    gy = torch.randn(B, T, H, N, generator=g, dtype=torch.float64).to(dtype).to(device) if grad_y else None
+    gs = torch.randn(B, H, N, N, generator=g, dtype=torch.float64).float().to(device) if grad_state else None
+    dtypes = (dtype, w_dtype or dtype, dtype, dtype, dtype, dtype, torch.float32)
+    kern_in = [None if x is None else x.to(dt).to(device).requires_grad_() for x, dt in zip(inputs, dtypes)]
+    ref_in = [None if x is None else x.detach().cpu().double().requires_grad_() for x in kern_in]
+    results = []
+    for f, xs in ((fn, kern_in), (wkv7_reference, ref_in)):
+        y, s = f(*xs)
+        outs = [o for o, go in ((y, gy), (s, gs)) if go is not None]
+        grads_out = [go.to(o.device, o.dtype) for o, go in ((y, gy), (s, gs)) if go is not None]
+        leaves = [x for x in xs if x is not None]
+        grads = list(torch.autograd.grad(outs, leaves, grads_out, allow_unused=True))
+        out = [y.detach(), s.detach(), *grads, *[None] * (7 - len(grads))]
+        results.append([None if x is None else x.cpu() for x in out])
+    return results[0], results[1]
+
+
+def assert_close7(got, ref, tol) -> None:
+    """Relative RMS error of each result below its tolerance (a float: the same for all)."""
+    for name, a, b in zip(RESULTS7, got, ref):
+        if b is None:
+            assert a is None or not a.any(), name
+            continue
+        t = tol if isinstance(tol, float) else tol[name]
+        err = rel_rms(a, b)
+        assert err < t, f"{name}: relative RMS error {err:.2e} >= {t:.0e}"
