@@ -78,7 +78,8 @@ def build_app(tabs: list[LoadedTab], context: DemoContext):
     """The gradio Blocks of the demo (not launched)."""
     import gradio as gr
 
-    with gr.Blocks(title="rwkv-mm demo", analytics_enabled=False) as app:
+    # uploads and outputs in gradio's cache: removed after an hour, and when the server stops
+    with gr.Blocks(title="rwkv-mm demo", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown("## rwkv-mm demo: Eagle/Finch with images, sounds and music")
         with gr.Tabs():
             for tab in tabs:

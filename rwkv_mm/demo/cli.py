@@ -11,6 +11,7 @@ to install when it is missing) and the models when it runs.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from rwkv_mm.cli_types import int_in, positive_int
@@ -52,6 +53,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"# note: --host {args.host} lets other machines reach the demo", file=sys.stderr)
     context = DemoContext(args.max_upload_mb * 2**20, temp_folder())
     app = build_app(tabs, context)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill`: close the server, remove the files
     try:
         launch(app, context, args.host, args.port)
     finally:

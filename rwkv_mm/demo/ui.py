@@ -21,7 +21,7 @@ def page_error(err: BaseException):
     """The gr.Error that shows `err`'s text in the page."""
     import gradio as gr
 
-    return gr.Error(str(err), duration=None)
+    return gr.Error(str(err), duration=30)
 
 
 def shown_in_page(fn: Callable) -> Callable:

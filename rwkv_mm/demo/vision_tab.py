@@ -68,6 +68,15 @@ def start_chat(model, picture, settings: ChatSettings) -> ChatSession:
     return ChatSession(model.chat(picture, settings.sampling(), settings.max_tokens, settings.seed), settings)
 
 
+def enlarged(picture, side: int = 200):
+    """A small picture scaled up by a whole factor (nearest pixels) to about `side` pixels, for
+    the preview; the model reads the original."""
+    factor = side // max(picture.size)
+    if factor < 2:
+        return picture
+    return picture.resize((picture.width * factor, picture.height * factor), resample=0)  # 0: NEAREST
+
+
 def stats_line(session: ChatSession) -> str:
     """What the last turn cost, in one line of Markdown."""
     s = session.chat.last_turn
@@ -128,7 +137,7 @@ def build_tab(model, context) -> None:
                 max_tokens = gr.Slider(1, 512, value=128, step=1, label="max tokens per answer")
                 seed = gr.Number(value=None, precision=0, label="seed (empty = random)")
         with gr.Column(scale=2):
-            chatbot = gr.Chatbot(label="Chat", elem_id="vision-chat", height=360)
+            chatbot = gr.Chatbot(label="Chat", elem_id="vision-chat", height=420)
             question = gr.Textbox(label="Question", placeholder="What colour is the shape?",
                                   elem_id="vision-question", lines=1)
             with gr.Row():
@@ -140,7 +149,7 @@ def build_tab(model, context) -> None:
     @shown_in_page
     def read(path):
         image = None if path is None else read_image(path, context.max_bytes)
-        return image, image
+        return image, None if image is None else enlarged(image)
 
     @shown_in_page
     def respond(session, picture, question, history, temperature, top_p, top_k, max_tokens, seed):
@@ -160,5 +169,6 @@ def build_tab(model, context) -> None:
         event(respond, inputs, [session, chatbot, question, stats])
     new.click(restart, None, [session, chatbot, stats])
     # a new upload is a new conversation; a file that does not decode leaves no picture behind
-    upload.change(lambda: (None, None, None, [], ""), None, [picture, preview, session, chatbot, stats]).then(
-        read, [upload], [picture, preview])
+    forget = [picture, preview, session, chatbot, stats]
+    upload.clear(lambda: (None, None, None, [], ""), None, forget)
+    upload.upload(lambda: (None, None, None, [], ""), None, forget).then(read, [upload], [picture, preview])
