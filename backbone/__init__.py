@@ -1,10 +1,10 @@
-"""Eagle (RWKV-5), Finch (RWKV-6) and GoldFinch language-model backbones (installed as
-rwkv_mm.backbone). Everything above the backbone imports these names from here, never from its
-modules.
+"""Eagle (RWKV-5), Finch (RWKV-6), Goose (RWKV-7) and GoldFinch language-model backbones
+(installed as rwkv_mm.backbone). Everything above the backbone imports these names from here,
+never from its modules.
 
 Layout: the Eagle/Finch core (config, time_mix, channel_mix, model, state, init, linear) reads
-top to bottom; each further family is a subpackage beside it (goldfinch/); build, encoder and
-checkpoint are where the families meet.
+top to bottom; each further family is a subpackage beside it (goose/, goldfinch/); build,
+encoder and checkpoint are where the families meet.
 
 Public API:
   models
@@ -12,9 +12,10 @@ Public API:
     config_from_dict              any config dataclass from a nested dict, strictly (dotted keys)
     config_to_dict                a config dataclass as plain dicts/lists/scalars
     ConfigDictError               an unknown, missing or mistyped key (a UserError)
-    normalize_version             "Finch", "x060", ... -> "5" / "6" / "goldfinch" (ConfigError else)
+    normalize_version             "Finch", "x070", ... -> "5" / "6" / "7" / "goldfinch" (ConfigError else)
     VERSION_ALIASES               every accepted spelling of a version -> its canonical name
-    RWKV, RWKVState               Eagle/Finch language model and its recurrent state
+    RWKV, RWKVState               Eagle/Finch language model and its recurrent state (Goose's too)
+    Goose                         the RWKV-7 (x070) language model (state: RWKVState)
     GoldFinch, GoldFinchState     the GoldFinch hybrid and its state + compressed key cache
     Backbone, BackboneState       type of any family's language model / state
     build_backbone                a fresh language model of config.version's family
@@ -23,17 +24,17 @@ Public API:
     RWKVEncoder                   base of bidirectional encoders: L blocks of any family, run for you
     TokenShift                    an encoder's replacement of the token shift (e.g. Q-Shift)
   weights
-    load_model, save_model        official BlinkDL .pth / GoldFinch / .safetensors files
+    load_model, save_model        official BlinkDL .pth (v5, v6, x070) / GoldFinch / .safetensors files
     read_state_dict               the tensors of a .pth or .safetensors file (memory-mapped)
     state_dict_to_model           a checked model from an official-layout state dict
     config_from_state_dict        the RWKVConfig a state dict's keys and shapes imply
-    detect_version                "6", "5.2", ... or "goldfinch" from a state dict's keys
+    detect_version                "7", "6", "5.2", ... or "goldfinch" from a state dict's keys
     torch_load                    torch.load that never runs code from the file
     check_weights                 every tensor dense, floating-point and finite
     check_state_dict              a state dict's keys and shapes against a model's
     layer_count                   L from contiguous `blocks.<i>.` keys
     CheckpointError               an unloadable checkpoint (a UserError naming file and key)
-    UnsupportedVersionError       a checkpoint of RWKV-4 or RWKV-7
+    UnsupportedVersionError       a checkpoint of RWKV-4 or of RWKV-7's DeepEmbed variant
   training
     param_groups, make_optimizer  the paper's AdamW groups (App. H)
     GradCheckpointing             mixin of a module whose block loop can recompute activations
@@ -74,6 +75,7 @@ from .errors import (ConfigError, DiskFullError, UserError, check_choice, check_
 from .files import TEMP_SUFFIX, atomic_write, current_umask, temp_files_of
 from .generate import generate_text, generate_tokens, prefill
 from .goldfinch import GoldFinch, GoldFinchState
+from .goose import Goose
 from .linear import to_decode_layout
 from .model import RWKV, LayerOrder
 from .optim import make_optimizer, param_groups
@@ -86,7 +88,7 @@ from .weights import CheckpointError, check_weights, layer_count, read_state_dic
 __all__ = [
     # models
     "RWKVConfig", "config_from_dict", "config_to_dict", "ConfigDictError", "normalize_version",
-    "VERSION_ALIASES", "RWKV", "RWKVState", "GoldFinch",
+    "VERSION_ALIASES", "RWKV", "RWKVState", "Goose", "GoldFinch",
     "GoldFinchState", "Backbone", "BackboneState", "build_backbone", "LayerOrder",
     # front ends
     "RWKVEncoder", "TokenShift",

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 from .config import RWKVConfig
 from .goldfinch import GoldFinch, GoldFinchState
+from .goose import Goose
 from .model import RWKV
 from .state import RWKVState
 
 #: A language model of any family, as `build_backbone` and `load_model` return it.
-Backbone = RWKV | GoldFinch
-#: The recurrent state of any family's language model.
+Backbone = RWKV | Goose | GoldFinch
+#: The recurrent state of any family's language model (Goose's is an `RWKVState`).
 BackboneState = RWKVState | GoldFinchState
 
 
 def build_backbone(config: RWKVConfig, init_weights: bool = True) -> Backbone:
-    """A freshly initialised Eagle / Finch (`RWKV`) or GoldFinch model for `config.version`."""
+    """A freshly initialised Eagle / Finch (`RWKV`), Goose or GoldFinch model for `config.version`."""
     if config.is_goldfinch:
         return GoldFinch(config, init_weights=init_weights)
+    if config.is_goose:
+        return Goose(config, init_weights=init_weights)
     return RWKV(config, init_weights=init_weights)

@@ -1,11 +1,12 @@
 """Reading and writing backbone weights in BlinkDL's official layout (.pth) or as .safetensors.
 
-GoldFinch files use the GoldFinch code's layout (see `goldfinch/checkpoint.py`); reading
-files safely and checking their tensors is `weights.py`'s job.
+GoldFinch files use the GoldFinch code's layout (see `goldfinch/checkpoint.py`), Goose files the
+official x070 layout (see `goose/checkpoint.py`); reading files safely and checking their tensors
+is `weights.py`'s job.
 
-Official RWKV-5/6 World files hold a flat state dict (`emb.weight`, `blocks.i.att.*`, ...) and no
-config: the architecture is detected from the keys and every size is inferred from the shapes, as
-BlinkDL's runtime does. Our own saves use the same layout, so the runtime reads them back.
+Official RWKV-5/6/7 World files hold a flat state dict (`emb.weight`, `blocks.i.att.*`, ...) and
+no config: the architecture is detected from the keys and every size is inferred from the shapes,
+as BlinkDL's runtime does. Our own saves use the same layout, so the runtime reads them back.
 """
 
 from __future__ import annotations
@@ -21,33 +22,32 @@ from .config import RWKVConfig
 from .errors import ConfigError
 from .files import atomic_write
 from .goldfinch import checkpoint as goldfinch_checkpoint
-from .weights import (CheckpointError, check_finite, check_weight_dtypes, layer_count,
-                      read_state_dict_and_metadata)
+from .goose import checkpoint as goose_checkpoint
+from .weights import (CheckpointError, UnsupportedVersionError, check_finite, check_weight_dtypes,
+                      layer_count, read_state_dict_and_metadata)
 
-
-class UnsupportedVersionError(CheckpointError):
-    """A checkpoint of an RWKV generation this project does not implement (RWKV-4, RWKV-7)."""
-
+__all__ = ["UnsupportedVersionError", "check_state_dict", "config_from_state_dict", "detect_version",
+           "load_model", "save_model", "state_dict_to_model"]
 
 _CONFIG_METADATA_KEY = "rwkv_mm_config"
 
 
 def detect_version(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> str:
-    """'6', '5.2', '5.1' or '5.0' from the keys and shapes, as BlinkDL's runtime tells them apart;
-    'goldfinch' for a GoldFinch file (it has the key cache's `w_kv_cache_a.weight`).
+    """'7', '6', '5.2', '5.1' or '5.0' from the keys and shapes, as BlinkDL's runtime tells them
+    apart; 'goldfinch' for a GoldFinch file (it has the key cache's `w_kv_cache_a.weight`).
 
-    RWKV-5.2 stores `att.time_decay` per channel, [H, N]; 5.0/5.1 per head, [H] (5.1 adds the
-    gate). As in the runtime, a second axis longer than 1 means 5.2, so a single-head (H = 1)
-    5.2 file, [1, N], is not taken for 5.0. Raises UnsupportedVersionError for RWKV-4 and RWKV-7.
+    RWKV-7 (x070) files have `att.r_k` / `att.x_r` / `att.w0`. RWKV-5.2 stores `att.time_decay`
+    per channel, [H, N]; 5.0/5.1 per head, [H] (5.1 adds the gate). As in the runtime, a second
+    axis longer than 1 means 5.2, so a single-head (H = 1) 5.2 file, [1, N], is not taken for
+    5.0. Raises UnsupportedVersionError for RWKV-4 and for RWKV-7's DeepEmbed variant.
     """
     keys = set(sd)
-    if any(k.endswith(("att.r_k", "att.x_r", "att.w0")) for k in keys):
-        raise UnsupportedVersionError(
-            f"{source}: this is an RWKV-7 (x070) checkpoint (keys like 'att.r_k', 'att.w0'); "
-            "rwkv_mm implements RWKV-5 (Eagle) and RWKV-6 (Finch) only")
     if "emb.weight" not in keys:
         raise CheckpointError(f"{source}: no 'emb.weight' key; is this an RWKV language-model state dict? "
                               f"first keys: {sorted(keys)[:8]}")
+    if goose_checkpoint.is_goose_state_dict(sd):
+        goose_checkpoint.check_supported(sd, source)
+        return "7"
     if goldfinch_checkpoint.is_goldfinch_state_dict(sd):
         return "goldfinch"
     if any(k.endswith("att.time_maa_x") for k in keys):
@@ -56,7 +56,7 @@ def detect_version(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> s
         if any(k.endswith("att.time_first") for k in keys):
             raise UnsupportedVersionError(
                 f"{source}: this is an RWKV-4 checkpoint (att.time_first, no att.ln_x); "
-                "rwkv_mm implements RWKV-5 (Eagle) and RWKV-6 (Finch) only")
+                "rwkv_mm implements RWKV-5 (Eagle), RWKV-6 (Finch) and RWKV-7 (Goose)")
         raise CheckpointError(f"{source}: unrecognised RWKV layout: no 'blocks.0.att.ln_x.weight' "
                               "and no 'blocks.0.att.time_maa_x'")
     decay = sd.get("blocks.0.att.time_decay")
@@ -84,6 +84,8 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], source: str = "checkpoin
     try:
         if version == "goldfinch":
             return goldfinch_checkpoint.goldfinch_config(sd, n_layer, _shape, CheckpointError, source)
+        if version == "7":
+            return goose_checkpoint.goose_config(sd, n_layer, _shape, source)
         V, D = _shape(sd, "emb.weight", source, 2)
         F = _shape(sd, "blocks.0.ffn.key.weight", source, 2)[0]
         att_dim = _shape(sd, "blocks.0.att.key.weight", source, 2)[0]
@@ -184,6 +186,8 @@ def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None =
         sd = _upgrade_legacy_v5(sd, config, source)
     elif version == "goldfinch":
         sd = goldfinch_checkpoint.from_file_layout(sd, config)
+    elif version == "7":
+        sd = goose_checkpoint.from_file_layout(sd)
     with torch.device("meta"):
         model = build_backbone(config, init_weights=False)
     check_state_dict(model, sd, source)
@@ -196,8 +200,9 @@ def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None =
 
 def load_model(path: str | os.PathLike, dtype: torch.dtype = torch.float32,
                device: str | torch.device = "cpu") -> Backbone:
-    """Load an Eagle/Finch model from an official BlinkDL `.pth` (v5.2, v6; also 5.0/5.1), a
-    GoldFinch model, or our own `.pth`/`.safetensors` saves. Sizes come from the tensor shapes.
+    """Load an Eagle/Finch/Goose model from an official BlinkDL `.pth` (v5.2, v6, x070; also
+    5.0/5.1), a GoldFinch model, or our own `.pth`/`.safetensors` saves. Sizes come from the
+    tensor shapes.
 
     Every problem with the file (unreadable, refused pickle, keys, shapes, dtypes, NaN/Inf) is
     a CheckpointError naming it; a missing file is a FileNotFoundError."""
@@ -222,7 +227,7 @@ def _config_from_metadata(meta: dict[str, str], path: Path) -> RWKVConfig:
 
 def save_model(model: Backbone, path: str | os.PathLike) -> Path:
     """Write the model's weights in the official layout (`.pth`, readable by BlinkDL's `rwkv`
-    runtime; GoldFinch: the GoldFinch code's layout) or as `.safetensors` (with the config in its
+    runtime, RWKV_V7_ON=1 for Goose; GoldFinch: the GoldFinch code's layout) or as `.safetensors` (with the config in its
     metadata). Atomic: temp file + rename."""
     path = Path(path)
     if model.config.is_goldfinch:

@@ -24,6 +24,11 @@ class CheckpointError(UserError):
     naming the file and the keys."""
 
 
+class UnsupportedVersionError(CheckpointError):
+    """A checkpoint of an RWKV generation or variant this project does not implement (RWKV-4,
+    RWKV-7's DeepEmbed)."""
+
+
 #: What is wrong with a file that torch/safetensors cannot read at all.
 NOT_A_CHECKPOINT = "truncated or not a torch/safetensors file"
 #: What is wrong with a pickle that the weights-only loader refuses.

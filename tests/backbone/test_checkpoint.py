@@ -88,8 +88,8 @@ def test_wrong_shape_is_named(tmp_path):
 
 
 def test_rwkv7_and_rwkv4_are_unsupported_with_a_clear_message(tmp_path):
-    v7 = {"emb.weight": torch.zeros(10, 8), "blocks.0.att.r_k": torch.zeros(2, 4),
-          "blocks.0.att.w0": torch.zeros(1, 1, 8)}
+    v7 = {"emb.weight": torch.zeros(10, 8), "blocks.0.att.r_k": torch.zeros(2, 4),  # RWKV-7 DeepEmbed
+          "blocks.0.att.w0": torch.zeros(1, 1, 8), "blocks.0.ffn.s_emb.weight": torch.zeros(10, 32)}
     with pytest.raises(UnsupportedVersionError, match="RWKV-7"):
         load_model(_save_sd(tmp_path, v7, "v7.pth"))
     v4 = {"emb.weight": torch.zeros(10, 8), "blocks.0.att.time_first": torch.zeros(8),

@@ -132,4 +132,4 @@ def test_normalize_version(spelling, canonical):
 
 def test_unknown_version_is_a_config_error():
     with pytest.raises(ConfigError, match="version"):
-        normalize_version("rwkv-7")
+        normalize_version("rwkv-8")

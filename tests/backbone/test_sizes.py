@@ -79,7 +79,7 @@ def test_default_ffn_is_rounded_to_32():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(version="7"), "version"),
+    (dict(version="8"), "version"),
     (dict(n_embd=100, head_size=64), "multiple of head_size"),
     (dict(head_size=30, n_embd=120), "multiple of 4"),
     (dict(n_layer=0), "n_layer"),

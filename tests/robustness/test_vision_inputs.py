@@ -180,7 +180,7 @@ def test_image_null_through_training_is_one_line_naming_the_sample(root, tmp_pat
     ("eval.max_questions=-3", "eval.max_questions"),
     ("eval.on_error=maybe", "eval.on_error"),
     ("backbone.n_layer=0", "backbone.n_layer"),
-    ("backbone.version=x070", "backbone.version"),
+    ("backbone.version=x080", "backbone.version"),
     ("vision.projector=mlp3", "vision.projector"),
     ("vision.backend=tf", "vision.backend"),
     ("vision.grid_size=-2", "vision.grid_size"),
