@@ -18,15 +18,18 @@ Each chunk then maps its start state by h_C = P h_0 + Delta (P = diag(e^{G_C}) +
 Delta = K^^T V + B^^T U_v): a short loop over chunks carries the state, everything else is
 batched over all chunks at once.
 
-Stability: only non-positive sums of log decays are ever exponentiated, so every factor lies in
-[0, 1]. The pairwise decays exp(G'_t - G_i) are built in two levels. A chunk is cut into blocks of
-c positions: pairs in different blocks factor exactly through the start of the later block q,
-``exp(G'_t - G_q) * exp(G_q - G_i)``, both factors <= 1 and each a sum of the log decays in
-between (one batched matmul per block row); pairs inside one block use the exact sum over the
-positions in between (a c x c x K table). No cumulative sum is ever differenced, so a strong decay
-followed by weak ones loses nothing. Math in fp32 (fp64 when an input is fp64); gradients come
-from autograd through this code (saved per chunk: C x C matrices and the N x N transition and
-start state, no per-token state).
+Stability: no decay is ever inverted where that could overflow, and log decays are only summed,
+never differenced (a strong decay followed by weak ones loses nothing). The pair decays
+exp(G'_t - G_i) come one of two ways. (1) Factored through the chunk start, exp(G'_t) exp(-G_i),
+one matmul per chunk -- used when every chunk's total log decay is >= -60 (fp32; -600 in fp64),
+so exp(-G_i) <= e^60 is finite and exp(G) normal and each term is exact to a few ulps; Goose's
+decays (w >= -e^-0.5 per step) always qualify at C = 32. (2) Otherwise exactly, in two levels: a
+chunk is cut into blocks of c positions; pairs in different blocks factor through the start of
+the later block q, ``exp(G'_t - G_q) * exp(G_q - G_i)``, both factors <= 1 and each a sum of the
+log decays in between (one batched matmul per block row); pairs inside one block use the exact
+sum over the positions in between (a c x c x K table). Math in fp32 (fp64 when an input is fp64);
+gradients come from autograd through this code (saved per chunk: C x C matrices and the N x N
+transition and start state, no per-token state).
 """
 
 from __future__ import annotations
@@ -59,17 +62,17 @@ def _excl_cumsum(x: torch.Tensor, dim: int, reverse: bool = False) -> torch.Tens
 
 
 def _pair_matrices_factored(
-    r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g_in: torch.Tensor
+    r_dec: torch.Tensor, w: torch.Tensor, k: torch.Tensor, a: torch.Tensor, b: torch.Tensor, g_in: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`_pair_matrices` through the chunk start: exp(G'_t - G_i) = exp(G'_t) * exp(-G_i), one
-    matmul per chunk. Exact (a few ulps per term) while exp(-G_i) stays far from overflow, which
-    the caller checks: the chunk's total log decay >= -`_FACTOR_LIMIT`."""
-    C = r.shape[-2]
+    matmul per chunk (r_dec = r exp(G) is passed in). Exact (a few ulps per term) while exp(-G_i)
+    stays far from overflow, which the caller checks: the chunk's total log decay >= -`_FACTOR_LIMIT`."""
+    C = r_dec.shape[-2]
     up = torch.exp(-g_in)  # [..., C, K], <= e^limit
-    queries = torch.cat([r * torch.exp(g_in), a * torch.exp(_excl_cumsum(w, -2))], dim=-2)  # [..., 2C, K]
+    queries = torch.cat([r_dec, a * torch.exp(_excl_cumsum(w, -2))], dim=-2)  # [..., 2C, K]
     keys = torch.cat([k * up, b * up], dim=-2)  # [..., 2C, K]
     m = queries @ keys.transpose(-1, -2)  # [..., 2C, 2C]
-    incl = torch.ones(C, C, dtype=m.dtype, device=r.device).tril()
+    incl = torch.ones(C, C, dtype=m.dtype, device=m.device).tril()
     strict = incl.tril(-1)
     m = m * torch.cat([torch.cat([incl, incl], 1), torch.cat([strict, strict], 1)], 0)  # r: i <= t, a: i < t
     return m[..., :C, :C], m[..., :C, C:], m[..., C:, :C], m[..., C:, C:]
@@ -183,12 +186,11 @@ def wkv7_chunked(
 
     rc, wc, kc, vc, ac, bc = (to_chunks(x) for x in (r, w, k, v, a, b))  # [B, H, nC, C, N]
     g_in = wc.cumsum(-2)  # log decay from the chunk start through t
+    r_dec = rc * torch.exp(g_in)  # R~
     if bool((g_in[..., -1, :] >= -_FACTOR_LIMIT[dt]).all()):  # always so for Goose's decays (w >= -0.61)
-        m_rk, m_rb, m_ak, m_ab = _pair_matrices_factored(rc, wc, kc, ac, bc, g_in)  # [B, H, nC, C, C]
+        m_rk, m_rb, m_ak, m_ab = _pair_matrices_factored(r_dec, wc, kc, ac, bc, g_in)  # [B, H, nC, C, C]
     else:
         m_rk, m_rb, m_ak, m_ab = _pair_matrices(rc, wc, kc, ac, bc, c)
-    g_rest = _excl_cumsum(wc, -2, reverse=True)  # ... after t to the chunk end
-    g_chunk = g_in[..., -1, :]  # [B, H, nC, K]
     eye = torch.eye(C, dtype=dt, device=r.device)
     # (I - M_ab)^{-1} by a triangular solve (fewer right-hand sides than [A~ | M_ak V]).
     inv = torch.linalg.solve_triangular(eye - m_ab, eye.expand_as(m_ab), upper=False, unitriangular=True)
@@ -202,7 +204,7 @@ def wkv7_chunked(
     h0 = None if state is None else state.to(dt).transpose(-1, -2)  # key-major [B, H, K, V]
     starts, h_out = _chunk_states(p, delta, h0)
     rb_solved = m_rb @ solved  # [M_rb W | M_rb U_v], [..., C, K + V]
-    q = rc * torch.exp(g_in) + rb_solved[..., :N]  # [B, H, nC, C, K]
+    q = r_dec + rb_solved[..., :N]  # [B, H, nC, C, K]
     y = q @ starts + m_rk @ vc + rb_solved[..., N:]  # [B, H, nC, C, V]
     y = y.reshape(B, H, nC * C, N)[:, :, :T].transpose(1, 2)  # [B, T, H, N]
     return y.contiguous().to(r.dtype), h_out.transpose(-1, -2).contiguous()
