@@ -94,7 +94,7 @@ def build_tab(tagger: Tagger, context) -> None:
                 "(a class's score is its highest over the clip's windows).")
     with gr.Row():
         with gr.Column(scale=1):
-            clip = gr.Audio(sources=["upload", "microphone"], type="filepath", format="wav",
+            clip = gr.Audio(sources=["upload", "microphone"], type="filepath", format=None,
                             label="Clip", elem_id="audio-clip")
             k = gr.Slider(1, max(1, len(tagger.names)), value=min(5, len(tagger.names)), step=1,
                           label="top-k labels")

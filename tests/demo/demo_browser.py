@@ -16,7 +16,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--disable-extensions",
-        "--disable-sync", "--window-size=1280,900")
+        "--disable-sync", "--window-size=1280,900",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")  # a microphone that beeps
 
 
 def missing() -> str | None:

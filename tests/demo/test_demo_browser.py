@@ -1,13 +1,15 @@
 """`rwkv-mm demo` end to end in Debian's chromium (Selenium): the command serves tiny models from a
 quickstart-shaped folder; the test uploads an image and chats, uploads a broken image and sees
-the error, tags a generated clip and writes a tune, as a person would. Screenshots go to the
-test's tmp folder. Skipped without gradio, selenium, /usr/bin/chromium or chromedriver."""
+the error, tags a generated clip and a recording from chromium's fake microphone, and writes a
+tune, as a person would. Screenshots go to the test's tmp folder. Skipped without gradio,
+selenium, /usr/bin/chromium or chromedriver."""
 
 from __future__ import annotations
 
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -107,6 +109,15 @@ def test_the_demo_in_a_browser(demo, tmp_path):
         assert names[0] == (top[0][0], top[0][1]) and len(names) >= 3
         wait_for(lambda: css(browser, "#audio-mel img"), 60, "the spectrogram")
         browser.save_screenshot(str(tmp_path / "audio.png"))
+        # ... and a recording from the (fake, beeping) microphone
+        click(browser, "#audio-clip button[aria-label=Clear]")
+        wait_for(lambda: "(/m/" not in text_of(browser, "#audio-labels"), 60, "the labels to clear")
+        click(browser, '#audio-clip button[aria-label="Record audio"]')
+        click(browser, "#audio-clip button.record-button")
+        time.sleep(2)
+        click(browser, "#audio-clip button.stop-button")
+        wait_for(lambda: "(/m/" in text_of(browser, "#audio-labels"), 120, "the recording's labels")
+        browser.save_screenshot(str(tmp_path / "microphone.png"))
 
         # music: a prompt, generate, the score is drawn and the files are offered
         open_tab(browser, "Music")
@@ -120,5 +131,5 @@ def test_the_demo_in_a_browser(demo, tmp_path):
         browser.save_screenshot(str(tmp_path / "music.png"))
     finally:
         browser.quit()
-    for name in ("vision.png", "vision_error.png", "audio.png", "music.png"):
+    for name in ("vision.png", "vision_error.png", "audio.png", "microphone.png", "music.png"):
         assert (tmp_path / name).stat().st_size > 10_000

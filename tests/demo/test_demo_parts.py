@@ -161,3 +161,17 @@ def test_the_extra_and_the_bundled_score_renderer_are_declared():
         assert (static / name).is_file() and any(Path("static", name).match(glob) for glob in data)
     assert "MIT" in (static / "abcjs-LICENSE.md").read_text() or "Permission is hereby granted" in \
         (static / "abcjs-LICENSE.md").read_text()
+
+
+def test_a_tab_without_a_model_shows_which_command_makes_one(tmp_path):
+    pytest.importorskip("gradio")
+    import json
+
+    from rwkv_mm.demo.app import TABS, DemoContext, LoadedTab, build_app
+
+    found = find_models({}, tmp_path / "nothing")
+    tabs = [LoadedTab(item.spec.modality, TABS[item.spec.modality][0], None, item.missing) for item in found]
+    config = json.dumps(build_app(tabs, DemoContext(2**20, tmp_path)).get_config_file())
+    for item in found:
+        assert json.dumps(item.missing)[1:-1] in config and item.spec.flag in item.missing
+    assert all(title in config for title, _ in TABS.values())
