@@ -1,4 +1,4 @@
-"""GPU benchmark of the WKV op (paper §9 setup): our CUDA kernels vs the peers.
+"""GPU benchmark of the WKV op (paper §9 setup): our CUDA kernels vs the peers (``--op wkv7``: Goose).
 
 Setup: B=8, D=4096 as 64 heads of 64, T in {1k, 2k, 4k, 8k, 16k}, bf16 r/k/v, fp32 log decay
 (as Finch computes it), no initial state, the final state returned by every WKV implementation.
@@ -15,6 +15,11 @@ Implementations:
   sdpa     torch.nn.functional.scaled_dot_product_attention, causal, forced to the
            FlashAttention-2 backend, q/k/v [B, 64, T, 64] bf16.
 
+``--op wkv7`` times the WKV-7 (Goose) op the same way: cuda = rwkv_mm.kernels.wkv7_cuda.wkv7_cuda,
+chunked = wkv7_chunked, fla = fla.ops.rwkv7.chunk_rwkv7 (same argument order, log-decay w; its
+state is key-major, ours value-major), with bf16 r/k/v/a/b made as Goose makes them and an fp32
+log decay -e^-0.5 sigmoid(x); written to bench/results/wkv7_gpu.md.
+
 Before timing, the outputs of fla and chunked are checked against ours at the smallest T
 (relative RMS difference printed): a mismatch means the comparison is not like for like.
 
@@ -26,6 +31,7 @@ with fla-core, einops and ninja), from the repository root:
     python -m pytest -q tests/kernels                                  # GPU tests build the kernels
     python bench/wkv_gpu.py                                            # all T, all implementations
     python bench/wkv_gpu.py --seq 1024 4096 --impls cuda fla sdpa      # a subset
+    python bench/wkv_gpu.py --op wkv7 --seq 1024 4096 --impls cuda fla # WKV-7 vs fla's chunk_rwkv7
     python bench/wkv_gpu.py --seq 4096 --impls cuda --cuda-variants WKV_STAGE_STEPS=8 \
         WKV_MIN_RESIDENT_THREADS=1024 --out ''                         # tuning knobs (wkv_cuda.cu)
 
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,12 +58,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rwkv_mm.kernels.wkv7_chunked import wkv7_chunked
+from rwkv_mm.kernels.wkv7_cuda import _apply7, build7, wkv7_cuda
 from rwkv_mm.kernels.wkv_chunked import wkv_chunked
 from rwkv_mm.kernels.wkv_cuda import _apply, build, wkv_cuda
 
 B, H, N = 8, 64, 64
 IMPLS = ("cuda", "chunked", "fla", "sdpa")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "wkv_gpu.md"
+DEFAULT_OUT = {op: Path(__file__).resolve().parent / "results" / f"{op}_gpu.md" for op in ("wkv", "wkv7")}
 Step = Callable[[], list[torch.Tensor]]  # runs the op, returns the outputs that get gradients
 
 
@@ -71,14 +80,18 @@ class Row:
     note: str = ""
 
 
-def load_fla() -> tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]] | None, str]:
-    """(chunk_rwkv6, version) or (None, why not)."""
+def load_fla(op: str = "wkv") -> tuple[Callable[..., tuple[torch.Tensor, torch.Tensor]] | None, str]:
+    """(chunk_rwkv6, or chunk_rwkv7 for op "wkv7", and fla's version) or (None, why not)."""
     try:
+        import importlib
+
         import fla
-        from fla.ops.rwkv6 import chunk_rwkv6
+
+        name = "rwkv7" if op == "wkv7" else "rwkv6"
+        fn = getattr(importlib.import_module(f"fla.ops.{name}"), f"chunk_{name}")
     except Exception as e:  # ImportError, or fla's own device checks failing
         return None, f"fla not importable ({type(e).__name__}: {e})"
-    return chunk_rwkv6, getattr(fla, "__version__", "?")
+    return fn, getattr(fla, "__version__", "?")
 
 
 def make_wkv_inputs(T: int, seed: int = 0) -> list[torch.Tensor]:
@@ -90,7 +103,42 @@ def make_wkv_inputs(T: int, seed: int = 0) -> list[torch.Tensor]:
     return [x.requires_grad_() for x in (r, k, v, w, u)]
 
 
+def make_wkv7_inputs(T: int, seed: int = 0) -> list[torch.Tensor]:
+    """r, k, v, a, b bf16 and w fp32 as Goose makes them; all require grad (order r, w, k, v, a, b)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def randn() -> torch.Tensor:
+        return torch.randn(B, T, H, N, device="cuda", generator=g)
+
+    r, k, v = (randn().bfloat16() for _ in range(3))
+    w = -math.exp(-0.5) * torch.sigmoid(randn())
+    kappa = F.normalize(randn(), dim=-1)
+    alpha = torch.rand(B, T, H, N, device="cuda", generator=g)
+    a, b = (-kappa).bfloat16(), (kappa * alpha).bfloat16()
+    return [x.requires_grad_() for x in (r, w, k, v, a, b)]
+
+
+def wkv7_step(impl: str, xs: list[torch.Tensor], fla_fn) -> Step:
+    """The WKV-7 implementations; each returns [y, final state (value-major)]."""
+    if impl == "cuda":
+        return lambda: list(wkv7_cuda(*xs))
+    if impl.startswith("cuda["):  # a tuning variant: cuda[WKV7_CHUNK=64]
+        ext = build7(N, defines=tuple(impl[5:-1].split(",")))
+        return lambda: list(_apply7(*xs, None, ext))
+    if impl == "chunked":
+        return lambda: list(wkv7_chunked(*xs))
+    if impl == "fla":
+        def run() -> list[torch.Tensor]:
+            y, s = fla_fn(*xs, scale=1.0, initial_state=None, output_final_state=True)
+            return [y, s.transpose(-1, -2)]  # fla's state is [B, H, K, V]
+
+        return run
+    raise ValueError(impl)
+
+
 def wkv_step(impl: str, xs: list[torch.Tensor], fla_fn) -> Step:
+    if len(xs) == 6:
+        return wkv7_step(impl, xs, fla_fn)
     r, k, v, w, u = xs
     if impl == "cuda":
         return lambda: list(wkv_cuda(r, k, v, w, u))
@@ -175,12 +223,12 @@ def rel_rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def check_agreement(T: int, impls: list[str], fla_fn) -> list[str]:
+def check_agreement(T: int, impls: list[str], fla_fn, op: str = "wkv") -> list[str]:
     """Relative RMS difference of y and the final state vs the CUDA kernels, per implementation."""
     notes = []
-    xs = make_wkv_inputs(T, seed=1)
+    xs = MAKERS[op](T, seed=1)
     with torch.no_grad():
-        y0, s0 = wkv_cuda(*xs)
+        y0, s0 = wkv_step("cuda", xs, fla_fn)()
         for impl in impls:
             if impl in ("cuda", "sdpa") or (impl == "fla" and fla_fn is None):
                 continue
@@ -233,8 +281,12 @@ def targets(rows: list[Row]) -> list[str]:
     return out
 
 
+MAKERS = {"wkv": make_wkv_inputs, "wkv7": make_wkv7_inputs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--op", choices=sorted(MAKERS), default="wkv", help="wkv (Eagle/Finch) or wkv7 (Goose)")
     ap.add_argument("--seq", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     ap.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     ap.add_argument("--cuda-variants", nargs="*", default=[], metavar="DEFINES",
@@ -242,14 +294,14 @@ def main() -> None:
                          "'WKV_STAGE_STEPS=8,WKV_MIN_RESIDENT_THREADS=768' (one row each)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="markdown file to write ('' = don't)")
+    ap.add_argument("--out", default=None, help="markdown file to write ('' = don't; default results/<op>_gpu.md)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA device")
 
-    fla_fn, fla_version = load_fla() if "fla" in args.impls else (None, "not requested")
+    fla_fn, fla_version = load_fla(args.op) if "fla" in args.impls else (None, "not requested")
     notes = [] if fla_fn is not None or "fla" not in args.impls else [fla_version]
-    notes += check_agreement(min(args.seq), args.impls, fla_fn)
+    notes += check_agreement(min(args.seq), args.impls, fla_fn, args.op)
     for n in notes:
         print(n, flush=True)
 
@@ -262,7 +314,7 @@ def main() -> None:
                 row.note = "skipped: fla not importable"
                 rows.append(row)
                 continue
-            xs = sdpa_inputs(T) if impl == "sdpa" else make_wkv_inputs(T)
+            xs = sdpa_inputs(T) if impl == "sdpa" else MAKERS[args.op](T)
             step = sdpa_step(xs) if impl == "sdpa" else wkv_step(impl, xs, fla_fn)
             try:
                 row.fwd_ms, row.fwd_bwd_ms, row.peak_gib, row.extra_gib = measure(step, xs, args.warmup, args.repeats)
@@ -276,20 +328,22 @@ def main() -> None:
 
     props = torch.cuda.get_device_properties(0)
     header = [
-        "# WKV benchmark on GPU (paper §9 setup)",
+        f"# {'WKV-7 (Goose)' if args.op == 'wkv7' else 'WKV'} benchmark on GPU (paper §9 setup)",
         "",
         f"{dt.date.today()}, {props.name}, torch {torch.__version__} (CUDA {torch.version.cuda}), fla {fla_version}.",
-        f"B={B}, H={H}, N={N} (D={H * N}), bf16 r/k/v/u, fp32 log decay, no initial state; median of "
+        f"B={B}, H={H}, N={N} (D={H * N}), bf16 {'r/k/v/a/b' if args.op == 'wkv7' else 'r/k/v/u'}, fp32 log decay, "
+        "no initial state; median of "
         f"{args.repeats} runs after {args.warmup} warm-up; peak = max allocated during one fwd+bwd step "
         "(inputs and gradients included), extra = peak - allocated before the step. "
-        "Produced by `python bench/wkv_gpu.py`.",
+        f"Produced by `python bench/wkv_gpu.py --op {args.op}`.",
         "",
     ]
-    text = "\n".join(header + [table(rows), ""] + [f"- {n}" for n in notes + targets(rows)]) + "\n"
+    text = "\n".join(header + [table(rows), ""] + [f"- {n}" for n in notes + (targets(rows) if args.op == "wkv" else [])]) + "\n"
     print()
     print(text)
-    if args.out:
-        out = Path(args.out)
+    out_path = str(DEFAULT_OUT[args.op]) if args.out is None else args.out
+    if out_path:
+        out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"written to {out}")
