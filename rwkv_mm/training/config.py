@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from rwkv_mm.errors import ConfigError, check_choice, check_float, check_int
 
 PRECISIONS = ("auto", "bf16", "fp32")
+#: train.loss_chunk's default: 1024 positions × V = 65536 is 256 MiB of fp32 logits at a time,
+#: and a [1024, D] × [D, V] product still runs at full matmul speed (GPU and CPU)
+DEFAULT_LOSS_CHUNK = 1024
 STRATEGIES = ("ddp", "fsdp")
 
 
@@ -37,6 +40,14 @@ class TrainConfig:
             gradients and optimizer state sharded over processes, for models that don't fit).
         skip_nonfinite: how many steps with a non-finite loss or gradient norm to tolerate (their
             optimizer step is skipped and logged); one more stops training with an error.
+        grad_cp: activation checkpointing: every residual block keeps only its inputs for
+            backward and is run again there (~1/3 more compute, far less activation memory;
+            RWKV-LM's --grad_cp 1). For models whose blocks support it (every backbone family,
+            the audio encoder, VisualRWKV's LM).
+        loss_chunk: the LM head and its cross entropy (and L2Wrap) run over this many positions
+            at a time, so the [positions, vocabulary] logits never exist whole (same loss and
+            gradients); 0 = the plain path (all logits at once). For loss functions built on
+            `lm_head_loss.head_loss` (language models, VisualRWKV).
         num_workers: processes that read and collate training and evaluation batches ahead of
             the step that uses them (0 = read in the training process); the batches are the same
             for any number. Pinned memory on CUDA.
@@ -68,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     strategy: str = "ddp"
     skip_nonfinite: int = 0
+    grad_cp: bool = False
+    loss_chunk: int = DEFAULT_LOSS_CHUNK
     num_workers: int = 0
     prefetch: int = 2
 
@@ -104,5 +117,8 @@ class TrainConfig:
         check_int(self, "seed", min=0)
         check_choice(self, "strategy", STRATEGIES)
         check_int(self, "skip_nonfinite", min=0)
+        if not isinstance(self.grad_cp, bool):
+            raise ConfigError("grad_cp", self.grad_cp, "true or false")
+        check_int(self, "loss_chunk", min=0)
         check_int(self, "num_workers", min=0)
         check_int(self, "prefetch", min=1)

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from rwkv_mm.backbone import param_groups
+from rwkv_mm.backbone import param_groups, set_grad_checkpointing
 from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import UserError
 
@@ -33,6 +32,7 @@ from .distributed import (all_reduce_sum, full_model_state, full_optimizer_state
                           maybe_init_distributed, rank_and_world, wrap_model)
 from .freezing import apply_freezing
 from .l2wrap import l2wrap
+from .lm_head_loss import head_loss_options, lm_loss
 from .nonfinite import check_finite_weights, nonfinite_step
 from .notices import warn
 from .plot import plot_metrics
@@ -46,15 +46,6 @@ __all__ = ["IGNORE_INDEX", "Batch", "LossFn", "lm_loss", "Trainer", "apply_freez
 Batch = dict[str, Any]
 # loss_fn(model, batch) -> (sum of token losses, number of target tokens, logits or None)
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
-
-
-def lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Next-token cross entropy summed over targets != -100. batch: input_ids, targets [B, T]."""
-    logits, _ = model(batch["input_ids"])  # [B, T, V]
-    targets = batch["targets"]
-    loss_sum = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                               ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss_sum, (targets != IGNORE_INDEX).sum(), logits
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -72,7 +63,9 @@ class Trainer:
         train_set, collate: samples and how to batch them: collate(list of samples) -> dict with
             at least `targets` [B, T] (-100 = no loss) and whatever `loss_fn` reads.
         eval_set: optional validation samples, evaluated every `cfg.eval_every` steps.
-        loss_fn: `(model, batch) -> (loss_sum, n_tokens, logits|None)`; default next-token LM loss.
+        loss_fn: `(model, batch) -> (loss_sum, n_tokens, logits|None)`; default next-token LM loss
+            (`lm_head_loss.lm_loss`). Logits it returns get the trainer's L2Wrap; loss functions
+            built on `head_loss` apply L2Wrap themselves (chunked) and return None.
         device: default CUDA when available, else CPU.
     """
 
@@ -96,6 +89,9 @@ class Trainer:
         if self.param_counts["trainable"] == 0:
             raise UserError("nothing to train: every parameter is frozen",
                             where="train.freeze/train.train_only", fix="check the patterns")
+        if set_grad_checkpointing(model, cfg.grad_cp) == 0 and cfg.grad_cp:
+            raise UserError(f"train.grad_cp=true, but {type(model).__name__} runs no blocks that can "
+                            "recompute their activations", where="train.grad_cp", fix="set train.grad_cp: false")
         # FSDP2 shards `model` in place (each block, then the rest); DDP wraps it
         self.wrapped, self.sharded = wrap_model(model, cfg.strategy, self.device)
         self.optimizer = torch.optim.AdamW(
@@ -183,6 +179,8 @@ class Trainer:
             counts[1] += b["targets"].numel()
         n_tokens, n_positions = all_reduce_sum(counts).clamp(min=1).unbind()
         loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
+        # L2Wrap's divisor: this process's share of the global batch's positions (RWKV-LM's B·T)
+        l2wrap_positions = max(int(n_positions) // self.world, 1) if cfg.l2wrap else 0
         self.model.train()
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1
@@ -190,12 +188,12 @@ class Trainer:
                 self.model.set_requires_gradient_sync(sync)
             ctx = self.wrapped.no_sync() if (not sync and self.wrapped is not self.model) else contextlib.nullcontext()
             with ctx:
-                with self.autocast():
+                with self.autocast(), head_loss_options(cfg.loss_chunk, l2wrap_positions):
                     loss_sum, _, logits = self.loss_fn(self.wrapped, batch)
                 # DDP averages gradients over processes: scale by world to get the global sum.
                 scaled = loss_sum.float() * (self.world / n_tokens.float())
-                if cfg.l2wrap and logits is not None:
-                    scaled = l2wrap(scaled, logits, max(int(n_positions) // self.world, 1))
+                if cfg.l2wrap and logits is not None:  # a loss function that returns its logits
+                    scaled = l2wrap(scaled, logits, l2wrap_positions)
                 scaled.backward()
             loss_total += loss_sum.detach().double()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -244,7 +242,7 @@ class Trainer:
         with eval_batches(self.eval_set, self.collate, n, self.micro_batch, self.cfg.seed,
                           **self.loading) as batches:
             for batch in batches:
-                with self.autocast():
+                with self.autocast(), head_loss_options(self.cfg.loss_chunk):
                     loss_sum, n_tok, _ = self.loss_fn(self.model, _to_device(batch, self.device))
                 total += loss_sum.double()
                 count += n_tok

@@ -8,12 +8,11 @@ tower), `proj` (the projector).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rwkv_mm.backbone import Backbone, BackboneState
-from rwkv_mm.constants import IGNORE_INDEX
 from rwkv_mm.errors import UserError
+from rwkv_mm.training.lm_head_loss import head_loss, unwrap
 
 from .conversation import IMAGE_TOKEN_ID
 from .tower import VisionTower
@@ -122,14 +121,10 @@ class VisualRWKV(nn.Module):
                          layer_order=order)
 
 
-def vlm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def vlm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Trainer loss: next-token cross entropy on answer tokens only. The head runs only at the
-    positions that have a target (image and prompt positions cost no [V]-wide logits)."""
-    inner = model.module if hasattr(model, "module") else model
+    positions that have a target (image and prompt positions cost no [V]-wide logits), a chunk of
+    them at a time (`head_loss`: the trainer's train.loss_chunk, L2Wrap at those positions)."""
     hidden, _ = model(batch["input_ids"], images=batch.get("images"),
                       image_features=batch.get("image_features"), return_hidden=True)  # [B, T, D]
-    targets = batch["targets"]
-    keep = targets != IGNORE_INDEX
-    logits = inner.rwkv.head(hidden[keep])  # [n, V]
-    loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
-    return loss_sum, keep.sum(), logits
+    return head_loss(unwrap(model).rwkv.head, hidden, batch["targets"])

@@ -207,3 +207,60 @@ def test_a_model_without_blocks_has_nothing_to_switch():
     assert set_grad_checkpointing(nn.Linear(3, 3)) == 0
     model = copy.deepcopy(tiny_model("6", n_layer=1, n_embd=64, head_size=16))
     assert set_grad_checkpointing(nn.Sequential(model)) == 1 and model.grad_checkpointing
+
+
+# ----------------------------------------------------------------------------- the trainer
+def test_train_grad_cp_is_checked_and_switches_the_model(tmp_path):
+    from rwkv_mm.errors import ConfigError, UserError
+    from rwkv_mm.training.trainer import Trainer
+    from training.test_trainer import config
+    from training.toy_run import collate, make_dataset, make_model
+
+    with pytest.raises(ConfigError, match="grad_cp"):
+        config(grad_cp="yes")
+    model = make_model()
+    Trainer(model, config(grad_cp=True), tmp_path / "a", make_dataset(), collate, device="cpu")
+    assert model.grad_checkpointing
+    Trainer(model, config(), tmp_path / "b", make_dataset(), collate, device="cpu")
+    assert not model.grad_checkpointing  # the recipe's setting, whatever the model had
+    with pytest.raises(UserError, match=r"train.grad_cp=true, but Linear .*train.grad_cp: set train.grad_cp: false"):
+        Trainer(nn.Linear(3, 3), config(grad_cp=True), tmp_path / "c", make_dataset(), collate, device="cpu")
+
+
+def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: str, version: str) -> None:
+    from rwkv_test_utils import gloo_process_group
+    from training.test_trainer import config, train
+    from training.toy_run import make_model
+
+    with gloo_process_group(rank, world, init_file):
+        losses, trainer = train(__import__("pathlib").Path(out_dir),
+                                config(max_steps=3, micro_batch_size=1, save_every=3, strategy=strategy,
+                                       grad_cp=True), model=make_model(version=version))
+        full = trainer.full_model_state_dict()  # collective under FSDP
+        if rank == 0:
+            torch.save({"losses": losses, "state": {k: v.detach() for k, v in full.items()}},
+                       f"{out_dir}/result.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy, version", [("ddp", "6"), ("fsdp", "goldfinch")])
+def test_grad_cp_under_two_gloo_processes_equals_one_process_without(tmp_path, strategy, version):
+    """DDP and FSDP2 (each block sharded, so the recomputation gathers its weights again) with
+    grad_cp train exactly like one process without it."""
+    import torch.multiprocessing as mp
+
+    from rwkv_test_utils import single_threaded
+    from training.test_trainer import config, train
+    from training.toy_run import make_model
+
+    with single_threaded():
+        single, trainer = train(tmp_path / "single", config(max_steps=3, micro_batch_size=1, save_every=3),
+                                model=make_model(version=version))
+    out = tmp_path / "two"
+    out.mkdir()
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(out), strategy, version), nprocs=2, join=True)
+    result = torch.load(out / "result.pt", weights_only=True)
+    assert result["losses"] == pytest.approx(single, rel=1e-5)
+    for name, p in trainer.model.state_dict().items():  # Adam turns summation-order noise of
+        # near-zero gradients into steps of up to ~lr/1000: the same with grad_cp off
+        torch.testing.assert_close(result["state"][name], p, rtol=1e-5, atol=2e-5, msg=name)

@@ -1,0 +1,191 @@
+"""The LM head and its cross entropy without the full-vocabulary logits (`train.loss_chunk`).
+
+A language model's loss needs logits [N, V] for N positions (V = 65536 for the World vocabulary:
+4 GiB in fp32 at 8 × 2048 positions, and autograd keeps several such tensors). Here the head runs
+over `chunk` positions at a time: each chunk's logits give its cross entropy and, at once, its
+gradients with respect to the hidden states and the head's weight (softmax - one-hot, times the
+weight or the hidden states); the logits are then dropped. Backward only scales the stored
+gradients by the incoming gradient of the loss. Memory: one chunk's logits, the hidden states'
+gradient [N, D] and the head weight's [V, D], never [N, V]; no recomputation, so no extra time.
+
+RWKV-LM's L2Wrap (`l2wrap.py`) is part of it: each position's largest logit gets the extra
+gradient 1e-4 · max / n_positions, independent of the loss's scale (as in RWKV-LM), folded into
+the stored gradients through the index of that logit.
+
+Which positions reach the head: those with a target (`targets != IGNORE_INDEX`); with L2Wrap and
+`l2wrap_every_position` (a language model's loss, as RWKV-LM defines L2Wrap over all B·T
+positions) every position does, the ignored ones contributing only L2Wrap's term.
+
+The trainer sets the chunk size and L2Wrap's divisor for the step (`head_loss_options`); loss
+functions call `head_loss` and return no logits, which tells the trainer that L2Wrap is done.
+`chunk=0` is the plain path: logits of the selected positions returned for the trainer's L2Wrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rwkv_mm.constants import IGNORE_INDEX
+
+from .config import DEFAULT_LOSS_CHUNK
+
+#: L2Wrap's coefficient (RWKV-LM): the largest logit's gradient is 1e-4 · max / n_positions
+L2WRAP_COEF = 1e-4
+
+
+@dataclass(frozen=True)
+class HeadLossOptions:
+    """How `head_loss` runs. chunk: positions per chunk (0 = plain, logits returned);
+    l2wrap_positions: L2Wrap's divisor n_positions (0 = no L2Wrap term)."""
+
+    chunk: int = DEFAULT_LOSS_CHUNK
+    l2wrap_positions: int = 0
+
+
+_OPTIONS: ContextVar[HeadLossOptions] = ContextVar("head_loss_options", default=HeadLossOptions())
+
+
+@contextlib.contextmanager
+def head_loss_options(chunk: int = DEFAULT_LOSS_CHUNK, l2wrap_positions: int = 0) -> Iterator[HeadLossOptions]:
+    """`head_loss` inside the block runs with these options (the trainer sets them per step)."""
+    token = _OPTIONS.set(HeadLossOptions(chunk, l2wrap_positions))
+    try:
+        yield _OPTIONS.get()
+    finally:
+        _OPTIONS.reset(token)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (the model itself otherwise)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
+              l2wrap_every_position: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Cross entropy of `head(hidden)` against targets, summed over targets != IGNORE_INDEX.
+
+    Args:
+        head: the LM head (a bias-free linear layer, weight [V, D]).
+        hidden: final hidden states [B, T, D] (after ln_out).
+        targets: [B, T] next-token ids, IGNORE_INDEX where there is no loss.
+        l2wrap_every_position: L2Wrap (when the trainer asks for it) reaches every position,
+            not only those with a target.
+    Returns:
+        (loss_sum, n_tokens, logits): logits [n, V] of the positions that reached the head on
+        the plain path (`chunk=0`, for the trainer's L2Wrap), else None.
+    """
+    options = _OPTIONS.get()
+    keep = targets != IGNORE_INDEX  # [B, T]
+    l2wrap = options.l2wrap_positions > 0 and torch.is_grad_enabled()
+    if l2wrap and l2wrap_every_position:
+        rows, row_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)  # [B·T, D], [B·T]
+    else:
+        rows, row_targets = hidden[keep], targets[keep]  # [n, D], [n]
+    if options.chunk == 0:
+        logits = head(rows)  # [n, V]
+        loss_sum = F.cross_entropy(logits.float(), row_targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss_sum, keep.sum(), logits
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("head_loss: the chunked path takes a bias-free head")
+    factor = L2WRAP_COEF / options.l2wrap_positions if l2wrap else 0.0
+    loss_sum = _ChunkedHeadLoss.apply(rows, head.weight, row_targets, options.chunk, factor)
+    return loss_sum, keep.sum(), None
+
+
+def lm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The trainer's default loss: next-token cross entropy summed over targets != IGNORE_INDEX
+    (batch: input_ids, targets [B, T]), through `head_loss`; L2Wrap, when the trainer asks for it,
+    reaches every position (RWKV-LM's B·T)."""
+    hidden, _ = model(batch["input_ids"], return_hidden=True)  # [B, T, D]
+    return head_loss(unwrap(model).head, hidden, batch["targets"], l2wrap_every_position=True)
+
+
+def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype of the head's products: autocast's when it is on (as `head(hidden)` would)."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+class _ChunkedHeadLoss(torch.autograd.Function):
+    """loss = Σ_i CE(hidden_i Wᵀ, target_i), computed `chunk` rows at a time (module docstring).
+
+    Forward stores d loss / d hidden [N, D] and d loss / d W [V, D] (fp32) and each row's largest
+    logit and its index (L2Wrap); backward scales the former by the loss's gradient and adds
+    L2Wrap's term factor · max_i at (row i, column argmax_i) through W and hidden."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
+                factor: float) -> torch.Tensor:
+        need_h, need_w = ctx.needs_input_grad[:2]
+        N, V = hidden.shape[0], weight.shape[0]
+        dtype = _compute_dtype(hidden, weight)
+        device = hidden.device
+        with torch.autocast(device.type, enabled=False):
+            w = weight.to(dtype)  # [V, D]
+            loss = torch.zeros((), dtype=torch.float32, device=device)
+            grad_h = torch.empty_like(hidden, dtype=torch.float32) if need_h else None  # [N, D]
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=device) if need_w else None  # [V, D]
+            top_val = torch.empty(N, dtype=torch.float32, device=device) if factor else None  # [N]
+            top_idx = torch.empty(N, dtype=torch.long, device=device) if factor else None  # [N]
+            for s in range(0, N, chunk):
+                e = min(s + chunk, N)
+                h = hidden[s:e].to(dtype)  # [C, D]
+                z = torch.mm(h, w.t()).float()  # [C, V] this chunk's logits (fp32 for the softmax)
+                t = targets[s:e]
+                valid = t != IGNORE_INDEX  # [C]
+                t_safe = torch.where(valid, t, 0)
+                lse = torch.logsumexp(z, dim=-1)  # [C]
+                picked = z.gather(1, t_safe.unsqueeze(1)).squeeze(1)  # [C]
+                loss += torch.where(valid, lse - picked, 0.0).sum()
+                if factor:
+                    torch.max(z, dim=-1, out=(top_val[s:e], top_idx[s:e]))
+                if need_h or need_w:
+                    g = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place [C, V]
+                    rows = torch.arange(e - s, device=device)
+                    g.index_put_((rows, t_safe), torch.where(valid, -1.0, 0.0), accumulate=True)
+                    g.masked_fill_(~valid.unsqueeze(1), 0.0)  # d CE / d logits
+                    g = g.to(dtype)
+                    if need_h:
+                        grad_h[s:e] = torch.mm(g, w)
+                    if need_w:
+                        grad_w.add_(torch.mm(g.t(), h))
+        ctx.grads = (grad_h, grad_w)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        ctx.factor = factor
+        ctx.top = (top_val, top_idx)
+        if factor:
+            ctx.save_for_backward(hidden, weight)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        if ctx.grads is None:
+            raise RuntimeError("the chunked head loss keeps its gradients for one backward pass only")
+        (grad_h, grad_w), (top_val, top_idx) = ctx.grads, ctx.top
+        ctx.grads = ctx.top = None  # freed as soon as they are handed on
+        g = grad_loss.float()
+        hidden = weight = None
+        if ctx.factor:
+            hidden, weight = ctx.saved_tensors
+            coef = (top_val * ctx.factor).unsqueeze(1)  # [N, 1] L2Wrap's gradient at each argmax
+        if grad_h is not None:
+            grad_h.mul_(g)
+            if ctx.factor:
+                grad_h.addcmul_(coef, weight.index_select(0, top_idx).float())  # [N, D]
+            grad_h = grad_h.to(ctx.dtypes[0])
+        if grad_w is not None:
+            grad_w.mul_(g)
+            if ctx.factor:
+                grad_w.index_add_(0, top_idx, coef * hidden.float())  # [V, D]
+            grad_w = grad_w.to(ctx.dtypes[1])
+        return grad_h, grad_w, None, None, None
