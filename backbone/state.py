@@ -11,10 +11,13 @@ from .config import RWKVConfig
 
 @dataclass
 class RWKVState:
-    """Per-layer recurrent state, one entry per block.
+    """Per-layer recurrent state, one entry per block (Eagle, Finch and Goose).
 
     att_x: last (normed) input of each time-mix block, [B, D] each.
-    wkv: WKV matrix state, [B, H, N, N] fp32 each, key index first (S[b, h, key, value]).
+    wkv: WKV matrix state, [B, H, N, N] fp32 each: Eagle/Finch key index first
+        (S[b, h, key, value]); Goose value index first (S[b, h, value, key]), as BlinkDL's
+        runtime stores each. Goose's value residual (v_first) is per position of a call, not
+        state.
     ffn_x: last (normed) input of each channel-mix block, [B, D] each.
     """
 

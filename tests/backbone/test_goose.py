@@ -7,11 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rwkv_mm.backbone import (CheckpointError, ConfigError, RWKVConfig, RWKVState,
+from rwkv_mm.backbone import (CheckpointError, ConfigError, Goose, RWKVConfig, RWKVState,
                               UnsupportedVersionError, build_backbone, config_from_state_dict,
                               detect_version, generate_tokens, load_model, normalize_version, prefill,
                               read_state_dict, save_model)
-from rwkv_mm.backbone.goose import Goose
 from test_goose_utils import reference_forward, tiny_goose
 
 TOKENS = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9]

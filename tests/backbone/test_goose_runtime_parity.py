@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rwkv_mm.backbone import load_model, read_state_dict, save_model
-from rwkv_mm.backbone.goose import Goose
+from rwkv_mm.backbone import Goose, load_model, read_state_dict, save_model
 from test_goose_utils import load_runtime_v7, reference_forward, tiny_goose
 
 pytest.importorskip("rwkv.model", reason="the `rwkv` runtime (dev extra) is not installed")
