@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "rates, ... of the saved config.yaml")
     t.set_defaults(func=_cmd_train)
 
+    from rwkv_mm.planning.cli import add_plan_parser
+
+    add_plan_parser(sub)  # rwkv-mm plan: memory, micro-batch, FLOPs and time of a recipe
+
     ls = sub.add_parser("ls", help="list the shipped recipes (name, runner, description)")
     ls.add_argument("--root", default=None, help="list this folder instead of the shipped recipes")
     ls.set_defaults(func=_cmd_ls)
