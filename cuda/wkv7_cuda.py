@@ -24,10 +24,12 @@ from typing import Any
 import torch
 
 from .contract import check_wkv7_inputs, compute_dtype, empty_sequence_result
-from .wkv_cuda import HEAD_SIZES, KERNEL_DTYPES, WkvBuildError, kernels_cover, load_extension
+from .kernel_args import KERNEL_DTYPES, channels_dense, kernel_dtype, upstream_grads
+from .wkv_cuda import HEAD_SIZES, WkvBuildError, kernels_cover, load_extension
 
 __all__ = ["HEAD_SIZES", "KERNEL_DTYPES", "SOURCES7", "WkvBuildError", "build7", "kernels_cover", "wkv7_cuda"]
 
+_WHAT = "the WKV-7 CUDA kernels"
 #: Sources, relative to the package folder (headers are found through the include path).
 SOURCES7 = ("wkv7_cuda.cpp", "wkv7_cuda.cu")
 
@@ -52,7 +54,7 @@ def build7(
         ValueError: head_size is not supported.
         WkvBuildError: a CPU-only torch, no CUDA toolkit, no ninja, or a compile error.
     """
-    return load_extension("rwkv_mm_wkv7", SOURCES7, HEAD_SIZES, head_size, "the WKV-7 CUDA kernels", arch=arch,
+    return load_extension("rwkv_mm_wkv7", SOURCES7, HEAD_SIZES, head_size, _WHAT, arch=arch,
                           fast=fast, defines=defines, build_directory=build_directory, verbose=verbose)
 
 
@@ -76,29 +78,9 @@ class Wkv7Function(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor | None, ds_out: torch.Tensor | None):  # type: ignore[override]
         r, w, k, v, a, b, state = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(r)
-        elif dy.dtype != r.dtype or dy.stride(-1) != 1:
-            dy = dy.to(r.dtype).contiguous()
-        if ds_out is not None:
-            ds_out = ds_out.float().contiguous()
+        dy, ds_out = upstream_grads(dy, ds_out, r)
         dr, dw, dk, dv, da, db, ds0 = ctx.ext.backward(r, w, k, v, a, b, state, dy, ds_out)
         return dr, dw, dk, dv, da, db, (ds0 if ctx.has_state else None), None
-
-
-def _channels_dense(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """x in ``dtype`` with unit channel stride (other strides, even 0, are kept)."""
-    x = x.to(dtype)
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
-def _kernel_dtype(*xs: torch.Tensor) -> torch.dtype:
-    dt = xs[0].dtype
-    for x in xs[1:]:
-        dt = torch.promote_types(dt, x.dtype)
-    if dt not in KERNEL_DTYPES:
-        raise ValueError(f"the WKV-7 CUDA kernels take float32, float16 or bfloat16 inputs, got {dt}")
-    return dt
 
 
 def _apply7(
@@ -112,9 +94,9 @@ def _apply7(
     ext: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cast / restride the inputs for the kernels (differentiably) and run `Wkv7Function`."""
-    dt = _kernel_dtype(r, k, v, a, b)
-    rr, kk, vv, aa, bb = (_channels_dense(x, dt) for x in (r, k, v, a, b))  # [B, T, H, N]
-    ww = _channels_dense(w, w.dtype if w.dtype in (dt, torch.float32) else torch.float32)
+    dt = kernel_dtype(_WHAT, r, k, v, a, b)
+    rr, kk, vv, aa, bb = (channels_dense(x, dt) for x in (r, k, v, a, b))  # [B, T, H, N]
+    ww = channels_dense(w, w.dtype if w.dtype in (dt, torch.float32) else torch.float32)
     ss = None if state is None else state.float().contiguous()  # [B, H, N, N]
     y, s_out = Wkv7Function.apply(rr, ww, kk, vv, aa, bb, ss, ext)
     return y.to(r.dtype), s_out
@@ -148,7 +130,7 @@ def wkv7_cuda(
     tensors = [x for x in (r, w, k, v, a, b, state) if x is not None]
     if not all(x.is_cuda and x.device == r.device for x in tensors):
         raise ValueError("wkv7_cuda needs all tensors on one CUDA device")
-    _kernel_dtype(r, k, v, a, b)
+    kernel_dtype(_WHAT, r, k, v, a, b)
     if r.shape[1] == 0:
         return empty_sequence_result(r, state, compute_dtype(r, w, k, v, a, b, state))
     ext = build7(r.shape[-1])

@@ -15,20 +15,14 @@
 #include <tuple>
 
 #include "wkv_cuda.h"
+#include "wkv_binding.h"
 
 namespace {
 
-int dtype_code(at::ScalarType t) {
-    switch (t) {
-        case at::kFloat: return kWkvF32;
-        case at::kHalf: return kWkvF16;
-        case at::kBFloat16: return kWkvBF16;
-        default: TORCH_CHECK(false, "WKV CUDA kernels take float32, float16 or bfloat16, got ", t);
-    }
-    return -1;
-}
-
-WkvSeq seq(const at::Tensor& x) { return WkvSeq{x.data_ptr(), x.stride(0), x.stride(1), x.stride(2)}; }
+using wkv_binding::check_status;
+using wkv_binding::dtype_code;
+using wkv_binding::opt_ptr;
+using wkv_binding::seq;
 
 void check_seq(const char* name, const at::Tensor& x, const at::Tensor& r) {
     TORCH_CHECK(x.is_cuda(), name, " must be a CUDA tensor");
@@ -62,13 +56,6 @@ void check_inputs(const at::Tensor& r, const at::Tensor& k, const at::Tensor& v,
     TORCH_CHECK(r.size(0) * r.size(2) <= (int64_t{1} << 24) && r.size(1) < (int64_t{1} << 31),
                 "B*H or T too large for the WKV kernels");
 }
-
-void check_status(int status, const char* what) {
-    TORCH_CHECK(status != kWkvUnsupportedDtype, what, ": unsupported dtype combination");
-    TORCH_CHECK(status == 0, what, " failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)));
-}
-
-const float* opt_ptr(const std::optional<at::Tensor>& x) { return x ? x->data_ptr<float>() : nullptr; }
 
 }  // namespace
 

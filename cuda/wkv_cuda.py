@@ -39,6 +39,7 @@ import torch
 
 from . import native_cache
 from .contract import check_wkv_inputs, compute_dtype, empty_sequence_result
+from .kernel_args import KERNEL_DTYPES, channels_dense, kernel_dtype, upstream_grads
 
 __all__ = [
     "HEAD_SIZES",
@@ -56,8 +57,7 @@ HEAD_SIZES = (32, 64, 128)
 #: Sources, relative to this module's folder (the header is found through the include path).
 SOURCES = ("wkv_cuda.cpp", "wkv_cuda.cu")
 SOURCE_DIR = Path(__file__).resolve().parent
-#: Input dtypes the kernels take (r, k, v of one of these; w of the same or fp32).
-KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_WHAT = "the WKV CUDA kernels"
 
 _builds: dict[tuple[Any, ...], Any] = {}
 
@@ -195,7 +195,7 @@ def build(
         ValueError: head_size is not supported.
         WkvBuildError: a CPU-only torch, no CUDA toolkit, no ninja, or a compile error.
     """
-    return load_extension("rwkv_mm_wkv", SOURCES, HEAD_SIZES, head_size, "the WKV CUDA kernels", arch=arch,
+    return load_extension("rwkv_mm_wkv", SOURCES, HEAD_SIZES, head_size, _WHAT, arch=arch,
                           fast=fast, defines=defines, build_directory=build_directory, verbose=verbose)
 
 
@@ -288,28 +288,10 @@ class WkvFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor | None, ds_out: torch.Tensor | None):  # type: ignore[override]
         r, k, v, w, u, state, s_out = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(r)
-        elif dy.dtype != r.dtype or dy.stride(-1) != 1:
-            dy = dy.to(r.dtype).contiguous()
-        if ds_out is not None:
-            ds_out = ds_out.float().contiguous()
+        dy, ds_out = upstream_grads(dy, ds_out, r)
         dr, dk, dv, dw, du_part, ds0 = ctx.ext.backward(r, k, v, w, u, state, s_out, dy, ds_out)
         du = du_part.sum(0)  # [H, N]
         return dr, dk, dv, dw, du, (ds0 if ctx.has_state else None), None
-
-
-def _channels_dense(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """x in ``dtype`` with unit channel stride (other strides, even 0, are kept)."""
-    x = x.to(dtype)
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
-def _kernel_dtype(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
-    dt = r.dtype if r.dtype == k.dtype == v.dtype else torch.promote_types(torch.promote_types(r.dtype, k.dtype), v.dtype)
-    if dt not in KERNEL_DTYPES:
-        raise ValueError(f"the WKV CUDA kernels take float32, float16 or bfloat16 inputs, got {dt}")
-    return dt
 
 
 def _apply(
@@ -323,9 +305,9 @@ def _apply(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cast / restride the inputs for the kernels (differentiably) and run `WkvFunction`."""
     out_dtype = r.dtype
-    dt = _kernel_dtype(r, k, v)
-    rr, kk, vv = (_channels_dense(x, dt) for x in (r, k, v))  # [B, T, H, N]
-    ww = _channels_dense(w, w.dtype if w.dtype in (dt, torch.float32) else torch.float32)
+    dt = kernel_dtype(_WHAT, r, k, v)
+    rr, kk, vv = (channels_dense(x, dt) for x in (r, k, v))  # [B, T, H, N]
+    ww = channels_dense(w, w.dtype if w.dtype in (dt, torch.float32) else torch.float32)
     uu = u.float().contiguous()  # [H, N]
     ss = None if state is None else state.float().contiguous()  # [B, H, N, N]
     y, s_out = WkvFunction.apply(rr, kk, vv, ww, uu, ss, ext)
@@ -360,7 +342,7 @@ def wkv_cuda(
     tensors = [x for x in (r, k, v, w, u, state) if x is not None]
     if not all(x.is_cuda and x.device == r.device for x in tensors):
         raise ValueError("wkv_cuda needs all tensors on one CUDA device")
-    _kernel_dtype(r, k, v)
+    kernel_dtype(_WHAT, r, k, v)
     if r.shape[1] == 0:
         return empty_sequence_result(r, state, compute_dtype(r, k, v, w, u, state))
     ext = build(r.shape[-1])
