@@ -1,9 +1,11 @@
-"""Finch vs GoldFinch vs a same-size Llama: small byte-level LMs trained identically on a text
-corpus every machine has offline, the Python standard library's source.
+"""Finch vs Goose vs GoldFinch vs a same-size Llama: small byte-level LMs trained identically on
+a text corpus every machine has offline, the Python standard library's source.
 
-Same data, order, steps, batch, schedule and trainer for all three; prints the validation loss
-table (nats per byte and bits per byte). The GoldFinch paper reports GoldFinch < Finch ≈ Llama
-at 1.5B parameters; this prints whatever it measures at a tiny size and budget.
+Same data, order, steps, batch, schedule and trainer for all four (the same L, D and head size
+for the three RWKV families; Llama's SwiGLU width matches GoldFinch's parameter count); prints
+the validation loss table (nats per byte and bits per byte). The GoldFinch paper reports
+GoldFinch < Finch ≈ Llama at 1.5B parameters, the RWKV-7 paper Goose < Finch; this prints
+whatever it measures at a tiny size and budget.
 
     .venv/bin/python bench/lm_arch.py [--steps 100] [--n-layer 6] [--n-embd 128] [--ctx-len 128]
 """
@@ -62,7 +64,8 @@ def collate(windows: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class LlamaLM(nn.Module):
-    """transformers' LlamaForCausalLM (RoPE, SwiGLU, RMSNorm) behind `logits, state = model(tokens)`."""
+    """transformers' LlamaForCausalLM (RoPE, SwiGLU, RMSNorm) behind `logits, state = model(tokens)`
+    (and `return_hidden=True` + `head`, what the trainer's chunked LM loss uses)."""
 
     def __init__(self, n_layer: int, n_embd: int, head_size: int, ffn: int, ctx_len: int) -> None:
         super().__init__()
@@ -74,8 +77,13 @@ class LlamaLM(nn.Module):
                           max_position_embeddings=ctx_len, tie_word_embeddings=False)
         self.llama = LlamaForCausalLM(cfg)
 
-    def forward(self, tokens: torch.Tensor):
-        return self.llama(input_ids=tokens).logits, None
+    @property
+    def head(self) -> nn.Module:
+        return self.llama.lm_head
+
+    def forward(self, tokens: torch.Tensor, return_hidden: bool = False):
+        hidden = self.llama.model(input_ids=tokens).last_hidden_state  # [B, T, D] after the final norm
+        return (hidden if return_hidden else self.head(hidden)), None
 
 
 def n_params(model: nn.Module) -> int:
@@ -106,7 +114,7 @@ def main() -> None:
                         help="1 by default: on a shared CPU, 2 OpenMP threads spin while the other "
                              "is descheduled, which makes the run slower and its timing meaningless")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", default=None, help="subset of: finch goldfinch llama")
+    parser.add_argument("--only", nargs="*", default=None, help="subset of: finch goose goldfinch llama")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_malloc()
@@ -124,7 +132,7 @@ def main() -> None:
         return build_backbone(RWKVConfig(version=version, n_layer=args.n_layer, n_embd=args.n_embd,
                                          vocab_size=VOCAB, head_size=args.head_size))
 
-    builders = {"Finch": lambda: rwkv("6"), "GoldFinch": lambda: rwkv("goldfinch")}
+    builders = {"Finch": lambda: rwkv("6"), "Goose": lambda: rwkv("7"), "GoldFinch": lambda: rwkv("goldfinch")}
     try:
         ffn = llama_ffn_matching(n_params(rwkv("goldfinch")), args.n_layer, args.n_embd, args.head_size,
                                  args.ctx_len)

@@ -1,6 +1,7 @@
-"""Eagle vs Finch vs GPT-2 of about the same size on the bundled ABC corpus (paper §10.1).
+"""Eagle vs Finch vs Goose vs GPT-2 of about the same size on the bundled ABC corpus (paper §10.1).
 
-Same data, steps, batch, schedule and trainer for all three; prints the validation loss table.
+Same data, steps, batch, schedule and trainer for all four (the same L and D for the three RWKV
+families; GPT-2's width matches Eagle's parameter count); prints the validation loss table.
 The paper reports Finch < Eagle on music; this prints whatever it measures.
 
     .venv/bin/pip install transformers   # the GPT-2 peer
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rwkv_mm.backbone import RWKV, RWKVConfig
+from rwkv_mm.backbone import RWKVConfig, build_backbone
 from rwkv_mm.cpu import tune_malloc
 from rwkv_mm.music.corpus import TuneDataset, collate_tunes, load_tunes
 from rwkv_mm.training.config import TrainConfig
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class GPT2Adapter(nn.Module):
-    """transformers' GPT2LMHeadModel behind the backbone's `logits, state = model(tokens)` call."""
+    """transformers' GPT2LMHeadModel behind the backbone's `logits, state = model(tokens)` call
+    (and `return_hidden=True` + `head`, what the trainer's chunked LM loss uses)."""
 
     def __init__(self, n_layer: int, n_embd: int, ctx_len: int) -> None:
         super().__init__()
@@ -37,8 +39,13 @@ class GPT2Adapter(nn.Module):
                          n_head=max(n_embd // 64, 1), resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         self.gpt2 = GPT2LMHeadModel(cfg)
 
-    def forward(self, tokens: torch.Tensor):
-        return self.gpt2(input_ids=tokens).logits, None
+    @property
+    def head(self) -> nn.Module:
+        return self.gpt2.lm_head
+
+    def forward(self, tokens: torch.Tensor, return_hidden: bool = False):
+        hidden = self.gpt2.transformer(input_ids=tokens).last_hidden_state  # [B, T, D] after ln_f
+        return (hidden if return_hidden else self.head(hidden)), None
 
 
 def n_params(model: nn.Module) -> int:
@@ -77,13 +84,14 @@ def main() -> None:
 
     def rwkv(version: str) -> nn.Module:
         torch.manual_seed(args.seed)
-        return RWKV(RWKVConfig(version=version, n_layer=args.n_layer, n_embd=args.n_embd, vocab_size=128,
-                               head_size=32))
+        return build_backbone(RWKVConfig(version=version, n_layer=args.n_layer, n_embd=args.n_embd,
+                                         vocab_size=128, head_size=32))
 
     eagle_params = n_params(rwkv("5"))
     builders = {
         "Eagle (RWKV-5)": lambda: rwkv("5"),
         "Finch (RWKV-6)": lambda: rwkv("6"),
+        "Goose (RWKV-7)": lambda: rwkv("7"),
     }
     try:
         width = gpt2_width_matching(eagle_params, args.n_layer, args.ctx_len)
