@@ -100,8 +100,8 @@ def _add_init_parser(sub) -> None:
     default = {f.name: f.default for f in dataclasses.fields(RWKVConfig)}
     i = sub.add_parser("init", help="write a randomly initialised model (paper App. I) in the official layout")
     i.add_argument("--out", required=True, help="output .pth or .safetensors")
-    i.add_argument("--version", default=default["version"], choices=("5", "6", "goldfinch"),
-                   help="5 (Eagle), 6 (Finch) or goldfinch (default: %(default)s)")
+    i.add_argument("--version", default=default["version"], choices=("5", "6", "7", "goldfinch"),
+                   help="5 (Eagle), 6 (Finch), 7 (Goose, RWKV-7 x070) or goldfinch (default: %(default)s)")
     i.add_argument("--n-layer", type=positive_int, default=default["n_layer"], help="(default: %(default)s)")
     i.add_argument("--n-embd", type=positive_int, default=default["n_embd"],
                    help="a multiple of --head-size (default: %(default)s)")

@@ -118,3 +118,26 @@ def test_cached_and_batched_answers_equal_one_at_a_time(tmp_path, position, reve
     assert cached.answer(qs) == reference
     assert cached.stats["prefix_computed"] == (2 if position == "first" else 8)
     assert len(set(reference)) > 1
+
+
+def test_chat_reply_equals_greedy_answer_and_keeps_state(tmp_path):
+    from PIL import Image
+
+    from rwkv_mm.backbone import SamplingConfig
+    from rwkv_mm.vision.answer import Question, VisualAnswerer
+    from rwkv_mm.vision.chat import ImageChat
+    from rwkv_mm.vision.conversation import ChatTemplate
+    from rwkv_mm.vision.preprocess import ImageProcessor
+    from test_chat import TOK
+
+    model = tiny_goose_visual(reverse=True, seed=4)
+    img = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(img)
+    proc = ImageProcessor(32)
+    greedy = VisualAnswerer(model, TOK, proc, max_new_tokens=5).answer([Question("q", img, "What?")])[0]
+    chat = ImageChat(model, TOK, ChatTemplate(), "first", proc, img, SamplingConfig(temperature=0.0),
+                     max_tokens=5)
+    assert "".join(chat.reply("What?")).strip() == greedy
+    first = chat.state.clone()
+    "".join(chat.reply("And then?"))
+    assert isinstance(chat.state, RWKVState) and not torch.equal(chat.state.wkv[0], first.wkv[0])
