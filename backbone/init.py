@@ -6,6 +6,9 @@
 - embedding U(-s, s) with s = emb_scale (RWKV-LM uses the max learning rate); head orthogonal with
   gain 0.5·sqrt(V/D) (0.5 when V <= D); other matrices orthogonal (gain sqrt(out/in) when out > in),
   att.key and att.gate scaled by 0.1, att.output / ffn.value / ffn.receptance zero; norms 1 and 0.
+
+`init_norms_and_matrices_` is the matrix and norm part of RWKV-LM's later `generate_init_weight`
+(GoldFinch's and Goose's codes), shared by those families' initialisations.
 """
 
 from __future__ import annotations
@@ -93,3 +96,34 @@ def init_rwkv_(model: nn.Module, emb_scale: float = 1e-4) -> None:
                 if any(name.endswith(s) for s in _SMALL_MATRICES):
                     gain *= 0.1
                 nn.init.orthogonal_(module.weight, gain=gain)
+
+
+@torch.no_grad()
+def init_norms_and_matrices_(model: nn.Module, zero: tuple[str, ...], small: tuple[str, ...],
+                             emb_scale: float = 1e-4) -> None:
+    """The matrix and norm part of RWKV-LM's `generate_init_weight` as the GoldFinch and x070
+    codes run it (unlike App. I: no sqrt(out/in) gain for widening matrices, and a depth scale
+    on the WKV output norm), over every module of `model` in place:
+
+    LayerNorm/GroupNorm weight 1, bias 0, except each `blocks.<l>.att.ln_x` weight = ((l+1)/L)^0.7;
+    embedding U(-emb_scale, emb_scale); `head` orthogonal with gain 0.5·sqrt(V/D) (0.5 when
+    V <= D); every other Linear orthogonal with gain 1, 0.1 when its name ends with one of
+    `small`, zero when it ends with one of `zero`."""
+    L = len(model.blocks)
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+            if name.endswith("att.ln_x"):
+                layer = int(name.split(".")[1])
+                module.weight.fill_(((layer + 1) / L) ** 0.7)
+        elif isinstance(module, nn.Embedding):
+            nn.init.uniform_(module.weight, -emb_scale, emb_scale)
+        elif isinstance(module, nn.Linear):
+            out_f, in_f = module.weight.shape
+            if name == "head":
+                nn.init.orthogonal_(module.weight, gain=0.5 * math.sqrt(out_f / in_f) if out_f > in_f else 0.5)
+            elif name.endswith(zero):
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.orthogonal_(module.weight, gain=0.1 if name.endswith(small) else 1.0)

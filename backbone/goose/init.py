@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from ..init import channel_ratio
+from ..init import channel_ratio, init_norms_and_matrices_
 
 _ZERO_MATRICES = ("att.output", "ffn.value")
 _SMALL_MATRICES = ("att.key",)
@@ -78,20 +78,4 @@ def init_goose_(model: nn.Module, emb_scale: float = 1e-4) -> None:
         init_goose_time_mix_(block.att, L)
         r10 = 1.0 - block.ffn.layer_id / L
         block.ffn.x_k.copy_(1.0 - channel_ratio(block.ffn.x_k.shape[-1], block.ffn.x_k.device) ** (r10 ** 4))
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-            if name.endswith("att.ln_x"):
-                layer = int(name.split(".")[1])
-                module.weight.fill_(((layer + 1) / L) ** 0.7)
-        elif isinstance(module, nn.Embedding):
-            nn.init.uniform_(module.weight, -emb_scale, emb_scale)
-        elif isinstance(module, nn.Linear):
-            out_f, in_f = module.weight.shape
-            if name == "head":
-                nn.init.orthogonal_(module.weight, gain=0.5 * math.sqrt(out_f / in_f) if out_f > in_f else 0.5)
-            elif name.endswith(_ZERO_MATRICES):
-                nn.init.zeros_(module.weight)
-            else:
-                nn.init.orthogonal_(module.weight, gain=0.1 if name.endswith(_SMALL_MATRICES) else 1.0)
+    init_norms_and_matrices_(model, zero=_ZERO_MATRICES, small=_SMALL_MATRICES, emb_scale=emb_scale)
