@@ -85,7 +85,7 @@ def test_a_bad_image_in_a_worker_stops_the_run_naming_the_sample(tmp_path):
 def _clips(tmp_path):
     import soundfile as sf
 
-    from rwkv_mm.audio.datasets.audioset import AudioTaggingDataset, ClipRecord
+    from rwkv_mm.audio.datasets import AudioTaggingDataset, ClipRecord
     from rwkv_mm.audio.sampler import BalancedDraws, balanced_weights
 
     rng = np.random.default_rng(0)
