@@ -31,6 +31,7 @@ from rwkv_mm.errors import ConfigError, UserError
 from rwkv_mm.runners import register_stage
 from rwkv_mm.training.backbone_section import check_backbone, require_shape
 from rwkv_mm.training.config import TrainConfig
+from rwkv_mm.training.distributed import gather_full_model
 from rwkv_mm.training.step_logs import append_record
 from rwkv_mm.training.trainer import Trainer
 
@@ -163,14 +164,19 @@ class AudioTaggingStage:
         from rwkv_mm.audio.checkpoint import step_checkpoints
 
         ev, step = self.cfg.eval, trainer.step
-        if trainer.rank != 0:
+        snapshot = ev.snapshot_every > 0 and step % ev.snapshot_every == 0
+        evaluate = ev.every > 0 and step % ev.every == 0 and step < self.cfg.train.max_steps
+        if not (snapshot or evaluate):
             return
-        if ev.snapshot_every > 0 and step % ev.snapshot_every == 0:
-            self._save(self.model, self.run_dir / "checkpoints" / f"step_{step:07d}.pt", step)
+        model = gather_full_model(trainer, self.build_model)  # every process: a collective under FSDP
+        if model is None:  # not rank 0
+            return
+        if snapshot:
+            self._save(model, self.run_dir / "checkpoints" / f"step_{step:07d}.pt", step)
             for old in step_checkpoints(self.run_dir)[:-max(ev.keep_snapshots, 1)]:
                 old.unlink()
-        if ev.every > 0 and step % ev.every == 0 and step < self.cfg.train.max_steps:
-            self._evaluate(self.model, step, ev.max_clips)
+        if evaluate:
+            self._evaluate(model, step, ev.max_clips)
 
     def export(self, model: AudioRWKV) -> dict[str, Any]:
         """Score on the whole eval list, save model.pt, average snapshots, report and plot."""
