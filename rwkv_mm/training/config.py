@@ -11,6 +11,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 #: and a [1024, D] × [D, V] product still runs at full matmul speed (GPU and CPU)
 DEFAULT_LOSS_CHUNK = 1024
 STRATEGIES = ("ddp", "fsdp")
+#: train.loggers' choices: metrics.jsonl (always: loss.png and resume read it), TensorBoard event
+#: files in the run folder, Weights & Biases (opt-in, needs the wandb package)
+LOGGERS = ("jsonl", "tensorboard", "wandb")
 
 
 @dataclass
@@ -52,6 +55,12 @@ class TrainConfig:
             the step that uses them (0 = read in the training process); the batches are the same
             for any number. Pinned memory on CUDA.
         prefetch: micro-batches each worker prepares ahead (with num_workers > 0).
+        loggers: where the records go (rank 0): "jsonl" (metrics.jsonl, required), "tensorboard"
+            (event files in the run folder), "wandb" (Weights & Biases; WANDB_PROJECT names the
+            project, default rwkv-mm). Every record has tokens/s, seconds per step, peak memory
+            and, when the device's peak FLOP/s is known, MFU (`rwkv_mm.training.loggers`).
+        peak_tflops: the device's dense peak in TFLOP/s for MFU; 0 = the table of common GPUs
+            (`rwkv_mm.planning.devices`; H100/H200 bf16 989, A100 312), none on a CPU.
 
     Every field is checked on construction (`ConfigError` naming the field; the recipe reader
     adds the dotted key and the file).
@@ -83,6 +92,8 @@ class TrainConfig:
     loss_chunk: int = DEFAULT_LOSS_CHUNK
     num_workers: int = 0
     prefetch: int = 2
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
+    peak_tflops: float = 0.0
 
     def __post_init__(self) -> None:
         check_int(self, "max_steps", min=1)
@@ -122,3 +133,9 @@ class TrainConfig:
         check_int(self, "loss_chunk", min=0)
         check_int(self, "num_workers", min=0)
         check_int(self, "prefetch", min=1)
+        loggers = self.loggers
+        if not (isinstance(loggers, (list, tuple)) and all(isinstance(x, str) for x in loggers)
+                and set(loggers) <= set(LOGGERS) and "jsonl" in loggers and len(set(loggers)) == len(loggers)):
+            raise ConfigError("loggers", loggers, f"a list of {', '.join(LOGGERS)} without repeats, with jsonl "
+                                                  "(metrics.jsonl is the run's record: loss.png and resume read it)")
+        check_float(self, "peak_tflops", min=0)

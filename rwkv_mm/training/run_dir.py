@@ -39,17 +39,19 @@ from rwkv_mm.errors import UserError
 from .notices import warn
 from .run_lock import LOCK_NAME, RunLock
 
-__all__ = ["CONFIG_NAME", "FREE_KEYS", "TRAINER_OUTPUTS", "RunFolder", "RunLock", "classify",
+__all__ = ["CONFIG_NAME", "FREE_KEYS", "LOGGER_OUTPUTS", "TRAINER_OUTPUTS", "RunFolder", "RunLock", "classify",
            "config_changes", "confirm_resumed", "flatten", "remove_outputs", "run_outputs",
            "run_recipe", "stale_temp_files", "training_folder"]
 
 CONFIG_NAME = "config.yaml"
 
+#: What train.loggers' sinks write into the run folder: TensorBoard's event files, W&B's folder.
+LOGGER_OUTPUTS = ("events.out.tfevents.*", "wandb/*")
 #: What every run writes into its folder (globs relative to it): the lock, the resolved config,
 #: the trainer's logs, plot and checkpoint, the stage's summary ("loss.tmp.png": older versions'
-#: temp file). Runners declare what they add: `register_runner(..., outputs=(...))`.
+#: temp file), the loggers' files. Runners declare what they add: `register_runner(..., outputs=(...))`.
 TRAINER_OUTPUTS = (LOCK_NAME, CONFIG_NAME, "metrics.jsonl", "loss.png", "loss.tmp.png", "summary.json",
-                   "checkpoints/last.pt")
+                   "checkpoints/last.pt", *LOGGER_OUTPUTS)
 
 #: Keys a resume may change freely: how long the run goes on and what it logs, evaluates or
 #: generates on the way. Any other change needs `--allow-config-change`.

@@ -33,6 +33,7 @@ from .distributed import (all_reduce_sum, full_model_state, full_optimizer_state
 from .freezing import apply_freezing
 from .l2wrap import l2wrap
 from .lm_head_loss import head_loss_options, lm_loss
+from .loggers import RunLoggers, StepMeter
 from .nonfinite import check_finite_weights, nonfinite_step
 from .notices import warn
 from .plot import plot_metrics
@@ -252,8 +253,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- loop
     def _log(self, record: dict[str, Any]) -> None:
+        """One record to the run's sinks (train.loggers; outside `fit`: metrics.jsonl), rank 0."""
         if self.rank == 0:
-            append_record(self.metrics_path, record)
+            loggers = getattr(self, "_loggers", None)
+            if loggers is not None:
+                loggers.log(record)
+            else:
+                append_record(self.metrics_path, record)
 
     def fit(self, resume: bool = False,
             on_step: Callable[["Trainer", dict[str, float]], None] | None = None) -> dict[str, Any]:
@@ -277,14 +283,17 @@ class Trainer:
         if not resume:  # a resumed run restores every RNG state from the checkpoint instead
             torch.manual_seed(cfg.seed)
         start_time, last = time.perf_counter(), {}
-        window_tokens, window_start = 0.0, time.perf_counter()
+        meter = StepMeter(self.device, cfg.peak_tflops)  # tokens/s, s/step, peak memory, MFU per window
         val_loss = None
         with (contextlib.closing(self),  # the data workers stop on errors, Ctrl-C and at the end
+              RunLoggers(self.run_dir, cfg.loggers, self.metrics_path, self.step if resume else None,
+                         dataclasses.asdict(cfg), active=self.rank == 0) as self._loggers,
               tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True,
                    desc=f"train {self.run_dir.name}", unit="step") as bar):  # closed (a newline) on errors too
             while self.step < cfg.max_steps:
-                last = self.train_step()
-                window_tokens += last["tokens"]
+                with meter.step():  # the first step's FLOPs are counted (for MFU)
+                    last = self.train_step()
+                meter.add(last["tokens"])
                 if on_step:
                     on_step(self, last)
                 done = self.step == cfg.max_steps
@@ -294,13 +303,11 @@ class Trainer:
                         bar.write(f"step {self.step}: skipped, {last['skipped']} "
                                   f"({self.skipped_steps} of train.skip_nonfinite={cfg.skip_nonfinite})")
                 elif self.step % cfg.log_every == 0 or done:
-                    now = time.perf_counter()
-                    tok_s = window_tokens / max(now - window_start, 1e-9)
-                    window_tokens, window_start = 0.0, now
+                    figures = meter.window()
                     self._log({"step": self.step, "loss": last["loss"], "lr": last["lr"],
-                               "grad_norm": last["grad_norm"], "tokens_per_s": tok_s,
-                               "elapsed_s": now - start_time})
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", tok_s=f"{tok_s:.0f}")
+                               "grad_norm": last["grad_norm"], **figures,
+                               "elapsed_s": time.perf_counter() - start_time})
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", **meter.postfix(figures))
                 if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or done):
                     val_loss = self.evaluate()
                     if val_loss is not None:
