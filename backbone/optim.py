@@ -10,8 +10,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 1e-3,
                  decay_lr_scale: float = 2.0) -> list[dict]:
     """Split trainable parameters into AdamW groups.
 
-    - decay parameters (names containing `time_decay`: ω and, for Finch, its LoRA) train at
-      `decay_lr_scale`× the learning rate, without weight decay;
+    - decay parameters (names containing `time_decay`: ω and, for Finch, its LoRA; Goose's decay
+      base `att.w0`, as RWKV-LM's x070 trainer does) train at `decay_lr_scale`× the learning
+      rate, without weight decay;
     - 2-D weights of Linear and Embedding modules get `weight_decay`;
     - everything else (norms, μ, bonus u, LoRA of the token shift) trains at 1× without decay.
 
@@ -24,7 +25,7 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 1e-3,
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if "time_decay" in name:
+        if "time_decay" in name or name.endswith("att.w0"):
             decay_fast.append(p)
         elif id(p) in matrix_ids and weight_decay > 0:
             with_wd.append(p)

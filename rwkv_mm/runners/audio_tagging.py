@@ -148,7 +148,7 @@ class AudioTaggingStage:
         self.model = self.build_model()
         self.params = parameter_report(self.model)["total"]
         bb = self.model.config.backbone
-        arch = {"5": "Eagle", "6": "Finch", "goldfinch": "GoldFinch"}[bb.version]
+        arch = bb.family
         print(f"model: AudioRWKV ({arch}) L={bb.n_layer} D={bb.n_embd}, grid {self.model.patch_embed.grid}, "
               f"{self.params:,} trainable parameters")
         self.trainer = Trainer(self.model, cfg.train, self.run_dir, train_set, collate_clips,

@@ -79,9 +79,6 @@ def test_a_few_training_steps_lower_the_loss():
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.xfail(raises=KeyError, strict=False,
-                   reason="rwkv_mm/runners/audio_tagging.py names the family from its own map "
-                          "{'5', '6', 'goldfinch'}[version]; RWKVConfig.family gives it for every version")
 def test_audio_runner_trains_a_goose_tagger(tmp_path):
     """`backbone.version=7` in an audio recipe: the runner trains, evaluates and saves it."""
     from rwkv_mm.recipe import load_recipe
