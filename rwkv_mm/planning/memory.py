@@ -18,10 +18,11 @@ backward per sequence. The peak is the larger of two moments:
   (`BLOCK_TRANSIENT` of what it kept — fitted to peak memory measured on the CPU, see
   tests/planning/test_calibration.py). With grad_cp every block keeps only its inputs, and the
   block being recomputed holds all of its own again;
-- the LM head: the plain path (train.loss_chunk 0) holds logits [n, V] in the compute dtype, the
-  log-softmax (fp32, kept) and two fp32 gradients of that size (a third [n, V] for L2Wrap); the
-  chunked path holds the hidden states' gradient [n, D] and the head weight's [V, D] (fp32) and
-  one chunk's logits and softmax [C, V].
+- the LM head: the plain path (train.loss_chunk 0) holds logits [n, V] in the compute dtype (until
+  the step ends), the log-softmax (fp32, kept) and two fp32 gradients of that size (a third
+  [n, V] for L2Wrap); the chunked path, at the end of the forward pass, the hidden states'
+  gradient [n, D] and the head weight's [V, D] (fp32) and one chunk's logits and softmax [C, V]
+  (measured against it too: tests/planning/test_calibration.py).
 """
 
 from __future__ import annotations
@@ -50,46 +51,49 @@ class HeadSpec:
 
 @dataclass
 class Activations:
-    """Peak activation memory of a micro-batch of B sequences: B·per_sample + fixed bytes,
-    reached at `phase`."""
+    """Activation memory of a micro-batch of B sequences at each moment that can be the peak:
+    {moment: (bytes per sequence, bytes independent of B)}; the peak is the largest."""
 
-    per_sample: int
-    fixed: int
-    phase: str
+    phases: dict[str, tuple[int, int]]
 
     def at(self, micro_batch: int) -> int:
-        return micro_batch * self.per_sample + self.fixed
+        """Peak bytes of a micro-batch of `micro_batch` sequences."""
+        return max(micro_batch * per + fixed for per, fixed in self.phases.values())
+
+    def phase(self, micro_batch: int) -> str:
+        """The moment of the peak at this micro-batch."""
+        return max(self.phases, key=lambda k: micro_batch * self.phases[k][0] + self.phases[k][1])
 
 
-def _head_bytes(head: HeadSpec | None, itemsize: int, loss_chunk: int) -> tuple[int, int, int]:
-    """(kept per sequence, transient per sequence, fixed) bytes of the LM head and its loss."""
-    if head is None:
-        return 0, 0, 0
+def _head_phase(head: HeadSpec, itemsize: int, loss_chunk: int) -> tuple[int, int, int]:
+    """The LM head's (bytes per sequence at its peak, bytes independent of the micro-batch at its
+    peak, bytes per sequence still held while the blocks run backward)."""
     n, V, D = head.rows, head.vocab, head.width
-    if loss_chunk == 0:
+    if loss_chunk == 0:  # the logits live until the step ends (the trainer's L2Wrap reads them)
         kept = n * D * itemsize + n * V * 4  # the head's input, the log-softmax
         transient = n * V * itemsize + 2 * n * V * 4 + (n * V * itemsize if head.l2wrap else 0)
-        return kept, transient, 0
-    kept = n * D * 4 + (n * D * itemsize + n * 12 if head.l2wrap else 0)  # grad_h; hidden, top-1
-    chunk = min(loss_chunk, n)
-    fixed = (V * D * 4 if head.trainable else 0) + (V * D * itemsize if itemsize != 4 else 0)
-    return kept, 0, fixed + chunk * V * (4 + itemsize)
+        return kept + transient, 0, n * V * itemsize
+    # chunked: at the last chunk of the forward pass, the stored gradients (hidden [n, D], the
+    # head weight [V, D] in fp32), L2Wrap's rows and top-1, the weight in the compute dtype and
+    # one chunk's logits and softmax; backward hands them on before the blocks' backward starts
+    per = n * D * 4 + (n * D * itemsize + n * 12 if head.l2wrap else 0)
+    fixed = ((V * D * 4 if head.trainable else 0) + (V * D * itemsize if itemsize != 4 else 0)
+             + min(loss_chunk, n) * V * (4 + itemsize))
+    return per, fixed, 0
 
 
 def activation_peak(trace: StepTrace, head: HeadSpec | None, *, bf16: bool, wkv_kernel: bool,
                     grad_cp: bool, loss_chunk: int) -> Activations:
-    """The activation peak of a training step (module docstring) for a run in bf16 autocast or
+    """The activation peaks of a training step (module docstring) for a run in bf16 autocast or
     fp32, with the CUDA WKV kernel or the chunked form, with or without grad_cp."""
     outside, blocks = trace.saved_by_block(bf16, wkv_kernel)
-    itemsize = 2 if bf16 else 4
-    head_kept, head_transient, head_fixed = _head_bytes(head, itemsize, loss_chunk)
-    largest = max(blocks, default=0)
-    kept = outside + head_kept + (sum(trace.block_inputs) if grad_cp else sum(blocks))
-    in_block = kept + int(largest * ((1.0 if grad_cp else 0.0) + BLOCK_TRANSIENT))
-    at_head = kept + head_transient
-    if at_head > in_block:
-        return Activations(at_head, head_fixed, "LM head")
-    return Activations(in_block, head_fixed, "recomputed block" if grad_cp else "last block")
+    kept = outside + (sum(trace.block_inputs) if grad_cp else sum(blocks))
+    block = int(max(blocks, default=0) * ((1.0 if grad_cp else 0.0) + BLOCK_TRANSIENT))
+    name = "recomputed block" if grad_cp else "last block"
+    if head is None:
+        return Activations({name: (kept + block, 0)})
+    head_per, head_fixed, held = _head_phase(head, 2 if bf16 else 4, loss_chunk)
+    return Activations({name: (kept + held + block, 0), "LM head": (kept + head_per, head_fixed)})
 
 
 @dataclass
@@ -138,7 +142,11 @@ def state_memory(params: ParamCounts, strategy: str, world: int) -> StateMemory:
 def largest_micro_batch(budget: int, states: StateMemory, act: Activations, limit: int) -> int:
     """The largest micro-batch (at most `limit`) whose states and activations fit `budget` bytes;
     0 when not even one sequence does."""
-    room = budget - states.total - act.fixed
-    if act.per_sample <= 0:
-        return limit if room >= 0 else 0
-    return max(0, min(limit, room // act.per_sample))
+    best = limit
+    for per, fixed in act.phases.values():
+        room = budget - states.total - fixed
+        if room < 0:
+            return 0
+        if per > 0:
+            best = min(best, room // per)
+    return max(0, best)

@@ -25,12 +25,14 @@ from .trace import StepTrace, trace_step
 
 GB = 1e9
 STRATEGIES = ("ddp", "fsdp")
+MAX_MICRO_BATCH = 1 << 16  # the largest micro-batch is reported as is, even above the recipe's batch
 
 
 @dataclass
 class Scenario:
     """One way to run the recipe: `strategy` and `grad_cp`, its memory per device at the recipe's
-    micro-batch (`total`), whether that fits, and the largest micro-batch that does."""
+    micro-batch (`total`), whether that fits, and the largest micro-batch that does (0: none;
+    it may exceed what the recipe's batch gives each device)."""
 
     strategy: str
     grad_cp: bool
@@ -167,9 +169,15 @@ def estimate(recipe: Any, *, runner: str | None = None, gpus: int = 1, gpu_mem_g
                                   loss_chunk=loss_chunk)
             total = states.total + act.at(micro)
             scenarios.append(Scenario(strategy, cp, states, act, micro, total, total <= budget,
-                                      largest_micro_batch(budget, states, act, max(1, train.batch_size // gpus))))
+                                      largest_micro_batch(budget, states, act, MAX_MICRO_BATCH)))
+    notes = list(plan.notes)
+    if bf16:
+        notes.append("bf16 activations are an upper bound: saved tensors other than matmul inputs are counted "
+                     "in fp32 (the CPU calibration is fp32: tests/planning/test_calibration.py)")
+    if params.total < 100_000_000:
+        notes.append("a model this small rarely keeps a GPU busy: expect an MFU well below the stated one")
     return Estimate(
-        runner=name, summary=plan.summary, notes=list(plan.notes), params=params,
+        runner=name, summary=plan.summary, notes=notes, params=params,
         frozen_parts=plan.frozen_parts, gpus=gpus, gpu_mem=int(gpu_mem_gb * GB), budget=budget, device=device,
         bf16=bf16, wkv_kernel=wkv_kernel, loss_chunk=loss_chunk, positions=plan.positions,
         batch_size=train.batch_size, micro_batch=micro, accumulation=accumulation, max_steps=train.max_steps,

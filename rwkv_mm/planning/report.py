@@ -33,8 +33,9 @@ def memory_table(e: Estimate) -> list[str]:
         (f"activations, micro-batch {e.micro_batch}", [_gb(s.activations.at(s.micro_batch)) for s in e.scenarios]),
         ("total", [_gb(s.total) for s in e.scenarios]),
         (f"fits {_gb(e.budget)} GB", ["yes" if s.fits else "no" for s in e.scenarios]),
-        ("largest micro-batch", [str(s.max_micro_batch) if s.max_micro_batch else "none" for s in e.scenarios]),
-        ("activation peak at", [s.activations.phase for s in e.scenarios]),
+        ("largest micro-batch that fits", [str(s.max_micro_batch) if s.max_micro_batch else "none"
+                                           for s in e.scenarios]),
+        ("activation peak at", [s.activations.phase(s.micro_batch) for s in e.scenarios]),
     ]
     label = max(len(r[0]) for r in rows) + 2
     width = max(len(v) for values in [cols] + [r[1] for r in rows] for v in values) + 2
@@ -50,12 +51,13 @@ def format_estimate(e: Estimate, recipe: str = "") -> str:
     frozen = ", ".join(f"{name} {_count(n)}" for name, n in e.frozen_parts.items())
     dtype = "bf16 autocast over fp32 weights" if e.bf16 else "fp32"
     wkv = "the CUDA kernel" if e.wkv_kernel else "the chunked PyTorch form"
-    head = (f"chunked LM-head loss ({e.loss_chunk} positions)" if e.loss_chunk else "full-vocabulary logits")
+    head = ("" if e.plan.head is None else f", chunked LM-head loss ({e.loss_chunk} positions)" if e.loss_chunk
+            else ", full-vocabulary logits")
     devices = f"{e.gpus} GPU{'s' if e.gpus > 1 else ''} x {_gb(e.gpu_mem)} GB" if e.device == "cuda" else "CPU"
     lines = [f"plan: {recipe or e.runner} (runner {e.runner})", f"  {e.summary}",
              f"  parameters {_count(p.total)}: {_count(p.trainable)} trainable, {_count(p.frozen)} frozen"
              + (f" (of which {frozen})" if frozen else ""),
-             f"  {devices} ({_gb(e.budget)} GB usable per device), {dtype}, WKV: {wkv}, {head}",
+             f"  {devices} ({_gb(e.budget)} GB usable per device), {dtype}, WKV: {wkv}{head}",
              f"  batch {e.batch_size} sequences of {e.positions} positions = micro-batch {e.micro_batch}"
              f" x {e.gpus} device{'s' if e.gpus > 1 else ''} x {e.accumulation} accumulation step"
              f"{'s' if e.accumulation > 1 else ''}", ""]

@@ -2,7 +2,9 @@
 loss, backward) of a small language model on the CPU, printed as JSON.
 
     python peak_probe.py '{"version": "6", "n_layer": 2, "n_embd": 128, "vocab_size": 256,
-                           "seq_len": 256, "batch": 1, "grad_cp": false}'
+                           "seq_len": 256, "batch": 1, "grad_cp": false, "loss_chunk": 0}'
+
+(`loss_chunk` > 0: the trainer's chunked LM-head loss over that many positions at a time.)
 
 How it measures (why this is reliable on the CPU): the parent starts this process with
 MALLOC_MMAP_THRESHOLD_=16384, so glibc serves every allocation of 16 KiB or more — every tensor
@@ -51,9 +53,18 @@ def measure(spec: dict) -> dict:
     tokens = torch.randint(0, V, (B, T))
     targets = torch.randint(0, V, (B, T))
 
+    chunk = spec.get("loss_chunk", 0)
+
     def step() -> None:
-        logits, _ = model(tokens)  # [B, T, V], alive through backward as in the trainer
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+        if chunk:  # the trainer's chunked head loss: no [B·T, V] logits
+            from rwkv_mm.training.lm_head_loss import head_loss, head_loss_options
+
+            hidden, _ = model(tokens, return_hidden=True)  # [B, T, D]
+            with head_loss_options(chunk):
+                loss, _, _ = head_loss(model.head, hidden, targets)
+        else:
+            logits, _ = model(tokens)  # [B, T, V], alive through backward as in the trainer
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
         loss.backward()
 
     step()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rwkv_mm.planning.devices import lookup_peak_tflops
-from rwkv_mm.planning.memory import (Activations, HeadSpec, ParamCounts, StateMemory, _head_bytes,
+from rwkv_mm.planning.memory import (Activations, HeadSpec, ParamCounts, StateMemory, _head_phase,
                                      largest_micro_batch, state_memory)
 
 
@@ -32,15 +32,17 @@ def test_states_per_strategy():
 
 def test_chunked_head_never_holds_the_logits():
     head = HeadSpec(rows=2048, vocab=65536, width=2048, l2wrap=True, trainable=True)
-    kept, transient, fixed = _head_bytes(head, 2, 0)
-    assert transient >= 3 * 2048 * 65536 * 4  # logits, two fp32 gradients, L2Wrap's
-    kept_c, transient_c, fixed_c = _head_bytes(head, 2, 1024)  # per sequence; fixed: grad of W, a chunk
-    assert transient_c == 0 and 8 * kept_c + fixed_c < 8 * (kept + transient) / 10  # micro-batch 8
+    per, fixed, held = _head_phase(head, 2, 0)
+    assert fixed == 0 and per >= 4 * 2048 * 65536 * 4 and held == 2048 * 65536 * 2  # logits, grads, L2Wrap
+    per_c, fixed_c, held_c = _head_phase(head, 2, 1024)  # per sequence; fixed: W's gradient, a chunk
+    assert held_c == 0 and 8 * per_c + fixed_c < 8 * per / 10  # micro-batch 8
 
 
 def test_largest_micro_batch():
     states = StateMemory(10, 0, 0, 0)
-    act = Activations(per_sample=7, fixed=3, phase="last block")
-    assert largest_micro_batch(100, states, act, limit=64) == 12  # 10 + 3 + 12·7 = 97
+    act = Activations({"last block": (7, 0), "LM head": (5, 3)})
+    assert act.at(2) == 14 and act.phase(2) == "last block" and act.phase(0) == "LM head"
+    assert largest_micro_batch(100, states, act, limit=64) == 12  # 10 + 12·7 = 94; 10 + 3 + 12·5
     assert largest_micro_batch(100, states, act, limit=4) == 4
     assert largest_micro_batch(15, states, act, limit=4) == 0
+    assert largest_micro_batch(12, states, act, limit=4) == 0  # the head's fixed part alone is too much

@@ -21,10 +21,11 @@ def test_every_paper_recipe_plans_without_weights(name, tmp_path, monkeypatch):
     assert plan.params.total >= plan.params.trainable > 0
     for s in plan.scenarios:
         assert s.total == s.states.total + s.activations.at(s.micro_batch)
-        if s.max_micro_batch:  # the largest micro-batch fits, one more would not (or the cap)
-            assert s.states.total + s.activations.at(s.max_micro_batch) <= plan.budget
+        fits = lambda b: s.states.total + s.activations.at(b) <= plan.budget  # noqa: E731
+        assert not fits(s.max_micro_batch + 1) and (s.max_micro_batch == 0 or fits(s.max_micro_batch))
+        assert s.fits == fits(s.micro_batch)
     plain, cp = plan.scenario("ddp", False), plan.scenario("ddp", True)
-    assert cp.activations.per_sample < plain.activations.per_sample
+    assert cp.activations.at(plan.micro_batch) < plain.activations.at(plan.micro_batch)
     assert plan.scenario("fsdp", False).states.total < plain.states.total
     assert plan.flops_per_sequence > 0 and plan.seconds() > 0
     if name.startswith("visual/stage1"):  # stage 1 trains only the projector
