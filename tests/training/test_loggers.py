@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,3 +135,30 @@ def test_wandb_gets_every_record_and_resumes_its_run(tmp_path, monkeypatch):
     calls.clear()
     fit(tmp_path, resume=True, max_steps=5, loggers=["jsonl", "wandb"])
     assert calls[0][1]["id"] == "fake123" and calls[0][1]["resume"] == "allow"
+
+
+def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: str) -> None:
+    from rwkv_test_utils import gloo_process_group
+
+    with gloo_process_group(rank, world, init_file):
+        fit(Path(out_dir), peak_tflops=0.5, strategy=strategy, micro_batch_size=1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_mfu_under_two_gloo_processes(tmp_path, strategy):
+    """The first step is counted under DDP and FSDP2 too; each process's FLOPs are its share."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "run"
+    out.mkdir()
+    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(out), strategy), nprocs=2, join=True)
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # rank 0 alone writes
+    model, batch = make_model(), collate(make_dataset()[:2])
+    with FlopMeter() as meter:
+        logits, _ = model(batch["input_ids"])
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten()).backward()
+    for r in rows:  # a step is 2 micro-batches of 1 per process: one micro-batch of 2 sequences' FLOPs
+        assert r["tflops"] * 1e12 * r["step_s"] == pytest.approx(meter.total, rel=1e-6)
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
