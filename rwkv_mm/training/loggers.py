@@ -170,7 +170,7 @@ class StepMeter:
     @staticmethod
     def postfix(figures: dict[str, float]) -> dict[str, str]:
         """The progress bar's share of `window()`'s figures."""
-        out = {"tok_s": f"{figures['tokens_per_s']:.0f}", "s_step": f"{figures['step_s']:.3g}",
+        out = {"tok/s": f"{figures['tokens_per_s']:.0f}", "s/step": f"{figures['step_s']:.3g}",
                "mem": f"{figures['peak_mem_gb']:.1f}G"}
         if "mfu" in figures:
             out["mfu"] = f"{100 * figures['mfu']:.1f}%"

@@ -307,7 +307,7 @@ class Trainer:
                     self._log({"step": self.step, "loss": last["loss"], "lr": last["lr"],
                                "grad_norm": last["grad_norm"], **figures,
                                "elapsed_s": time.perf_counter() - start_time})
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", **meter.postfix(figures))
+                    bar.set_postfix({"loss": f"{last['loss']:.4f}", "lr": f"{last['lr']:.2e}", **meter.postfix(figures)})
                 if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or done):
                     val_loss = self.evaluate()
                     if val_loss is not None:
