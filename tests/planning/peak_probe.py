@@ -28,17 +28,10 @@ import torch
 import torch.nn.functional as F
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
 def measure(spec: dict) -> dict:
     """Peak bytes above the resident set of one fwd+bwd micro-batch (see the module docstring)."""
     from rwkv_mm.backbone import RWKVConfig, build_backbone
+    from rwkv_mm.planning.devices import peak_memory_bytes, reset_peak_memory, resident_bytes
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -67,13 +60,13 @@ def measure(spec: dict) -> dict:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
         loss.backward()
 
+    cpu = torch.device("cpu")
     step()
     gc.collect()
-    base = _status("VmRSS:")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    base = resident_bytes()  # VmRSS
+    reset_peak_memory(cpu)  # VmHWM := VmRSS
     step()
-    return {"peak": _status("VmHWM:") - base}
+    return {"peak": peak_memory_bytes(cpu) - base}  # VmHWM: the run records' CPU peak memory too
 
 
 if __name__ == "__main__":
