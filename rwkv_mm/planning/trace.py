@@ -27,6 +27,7 @@ from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.overrides import TorchFunctionMode
 
+from rwkv_mm.errors import UserError
 from rwkv_mm.training.distributed import fsdp_units
 
 from .flops import FlopMeter
@@ -134,6 +135,17 @@ class _TraceMeter(FlopMeter):
         super()._note_wkv(frame)
         if len(self.wkv_calls) > before:
             self.wkv_blocks.append(self.current[0])
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta:
+            # a WKV implementation's data-dependent branch (WKV-7's chunked form asks whether
+            # its decays allow the factored path): meta tensors have no values, take the usual case
+            if args[0].dtype == torch.bool and wkv_frame() is not None:
+                return True
+            raise UserError("the planner traces on the meta device, and this model reads a tensor's "
+                            "value while running (a data-dependent branch outside the WKV ops)",
+                            fix="report it: its runner's planner (rwkv_mm/planning/models.py) must avoid it")
+        return super().__torch_dispatch__(func, types, args, kwargs)
 
     def _operands_seen(self, operands: tuple) -> None:
         for i, t in enumerate(operands[:2]):

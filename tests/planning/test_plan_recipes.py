@@ -51,3 +51,11 @@ def test_overrides_and_cpu_plan(tmp_path):
                      cwd=tmp_path)
     assert result.rc == 0, result.err
     assert "fp32" in result.out and "chunked PyTorch form" in result.out and "of 512 positions" in result.out
+
+
+def test_goose_plans_too(tmp_path, monkeypatch):
+    """RWKV-7: its chunked WKV's data-dependent branch takes the usual case on the meta device."""
+    monkeypatch.chdir(tmp_path)
+    plan = estimate(load_recipe("music/abc_tiny", ["backbone.version=7"]), device="cpu")
+    assert plan.formula.startswith("Goose") and plan.flops_by_kind["wkv"] > 0
+    assert len([c for calls in plan.trace.wkv_calls.values() for c in calls]) == plan.plan.backbone.n_layer
