@@ -58,6 +58,9 @@ TRAINER_OUTPUTS = (LOCK_NAME, CONFIG_NAME, "metrics.jsonl", "loss.png", "loss.tm
 FREE_KEYS = (
     "description", "train.max_steps", "train.eval_every", "train.eval_batches", "train.save_every",
     "train.log_every", "train.skip_nonfinite", "generate.*", "eval.*",
+    # how the same computation is run or recorded (same global batches, same gradients):
+    "train.num_workers", "train.prefetch", "train.strategy", "train.grad_cp", "train.loss_chunk",
+    "train.loggers", "train.peak_tflops",
 )
 
 #: `atomic_write`'s temp files: `<target>.<8 chars of mkstemp's alphabet><TEMP_SUFFIX>`.
