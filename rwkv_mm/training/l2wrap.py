@@ -1,8 +1,14 @@
-"""RWKV-LM's L2Wrap: an extra gradient that pulls down each position's largest logit."""
+"""RWKV-LM's L2Wrap: an extra gradient that pulls down each position's largest logit.
+
+Here for loss functions that return their logits to the trainer; the chunked LM-head loss
+(`lm_head_loss.py`) applies the same term itself, without the [positions, V] logits."""
 
 from __future__ import annotations
 
 import torch
+
+#: the coefficient of the extra gradient: COEF · max_logit / n_positions (RWKV-LM)
+L2WRAP_COEF = 1e-4
 
 
 class _L2Wrap(torch.autograd.Function):
@@ -24,4 +30,4 @@ def l2wrap(loss: torch.Tensor, logits: torch.Tensor, n_positions: int) -> torch.
     """Return `loss` unchanged; in backward, add 1e-4·max_logit/n_positions to the gradient of
     each position's largest logit (RWKV-LM uses n_positions = B·T), keeping logits bounded in
     long bf16 runs. The loss value itself is not changed."""
-    return _L2Wrap.apply(loss, logits, 1e-4 / max(n_positions, 1))
+    return _L2Wrap.apply(loss, logits, L2WRAP_COEF / max(n_positions, 1))

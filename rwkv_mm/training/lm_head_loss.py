@@ -35,9 +35,7 @@ from torch import nn
 from rwkv_mm.constants import IGNORE_INDEX
 
 from .config import DEFAULT_LOSS_CHUNK
-
-#: L2Wrap's coefficient (RWKV-LM): the largest logit's gradient is 1e-4 · max / n_positions
-L2WRAP_COEF = 1e-4
+from .l2wrap import L2WRAP_COEF
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,8 @@ def head_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, *,
     if getattr(head, "bias", None) is not None:
         raise ValueError("head_loss: the chunked path takes a bias-free head")
     factor = L2WRAP_COEF / options.l2wrap_positions if l2wrap else 0.0
-    loss_sum = _ChunkedHeadLoss.apply(rows, head.weight, row_targets, options.chunk, factor)
+    loss_sum = _ChunkedHeadLoss.apply(rows, head.weight, row_targets, options.chunk, factor,
+                                      torch.is_grad_enabled())
     return loss_sum, keep.sum(), None
 
 
@@ -115,6 +114,31 @@ def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return torch.promote_types(hidden.dtype, weight.dtype)
 
 
+def _chunk_loss_(z: torch.Tensor, targets: torch.Tensor, need_grad: bool,
+                 top: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """The cross-entropy sum of one chunk's fp32 logits z [C, V] against targets [C]
+    (IGNORE_INDEX rows count 0). With `need_grad`, z becomes d CE / d logits in place (softmax
+    minus one-hot, 0 on ignored rows). `top` (values [C], indices [C]) receives each row's largest
+    logit."""
+    valid = targets != IGNORE_INDEX  # [C]
+    safe = torch.where(valid, targets, 0)
+    picked = z.gather(1, safe.unsqueeze(1)).squeeze(1)  # [C] the targets' logits
+    if top is not None:
+        torch.max(z, dim=-1, out=top)
+        high = top[0]
+    else:
+        high = z.amax(dim=-1)
+    if not need_grad:
+        return torch.where(valid, torch.logsumexp(z, dim=-1) - picked, 0.0).sum()
+    total = z.sub_(high.unsqueeze(1)).exp_().sum(dim=-1)  # z = exp(logits - max); total [C]
+    z.div_(total.unsqueeze(1))  # softmax
+    rows = torch.arange(z.shape[0], device=z.device)
+    z.index_put_((rows, safe), torch.where(valid, -1.0, 0.0), accumulate=True)  # - one-hot
+    if not bool(valid.all()):
+        z.masked_fill_(~valid.unsqueeze(1), 0.0)
+    return torch.where(valid, high + total.log() - picked, 0.0).sum()
+
+
 class _ChunkedHeadLoss(torch.autograd.Function):
     """loss = Σ_i CE(hidden_i Wᵀ, target_i), computed `chunk` rows at a time (module docstring).
 
@@ -124,40 +148,39 @@ class _ChunkedHeadLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int,
-                factor: float) -> torch.Tensor:
-        need_h, need_w = ctx.needs_input_grad[:2]
-        N, V = hidden.shape[0], weight.shape[0]
+                factor: float, recording: bool) -> torch.Tensor:
+        # needs_input_grad says True under no_grad too: `recording` (grad mode at the call) decides
+        need_h, need_w = (recording and need for need in ctx.needs_input_grad[:2])
+        N, fp32, device = hidden.shape[0], torch.float32, hidden.device
         dtype = _compute_dtype(hidden, weight)
-        device = hidden.device
         with torch.autocast(device.type, enabled=False):
             w = weight.to(dtype)  # [V, D]
-            loss = torch.zeros((), dtype=torch.float32, device=device)
-            grad_h = torch.empty_like(hidden, dtype=torch.float32) if need_h else None  # [N, D]
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=device) if need_w else None  # [V, D]
-            top_val = torch.empty(N, dtype=torch.float32, device=device) if factor else None  # [N]
+            loss = torch.zeros((), dtype=fp32, device=device)
+            grad_h = torch.empty(hidden.shape, dtype=fp32, device=device) if need_h else None  # [N, D]
+            grad_w = None  # [V, D] fp32, from the first chunk on
+            top_val = torch.empty(N, dtype=fp32, device=device) if factor else None  # [N]
             top_idx = torch.empty(N, dtype=torch.long, device=device) if factor else None  # [N]
             for s in range(0, N, chunk):
                 e = min(s + chunk, N)
                 h = hidden[s:e].to(dtype)  # [C, D]
                 z = torch.mm(h, w.t()).float()  # [C, V] this chunk's logits (fp32 for the softmax)
-                t = targets[s:e]
-                valid = t != IGNORE_INDEX  # [C]
-                t_safe = torch.where(valid, t, 0)
-                lse = torch.logsumexp(z, dim=-1)  # [C]
-                picked = z.gather(1, t_safe.unsqueeze(1)).squeeze(1)  # [C]
-                loss += torch.where(valid, lse - picked, 0.0).sum()
-                if factor:
-                    torch.max(z, dim=-1, out=(top_val[s:e], top_idx[s:e]))
-                if need_h or need_w:
-                    g = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place [C, V]
-                    rows = torch.arange(e - s, device=device)
-                    g.index_put_((rows, t_safe), torch.where(valid, -1.0, 0.0), accumulate=True)
-                    g.masked_fill_(~valid.unsqueeze(1), 0.0)  # d CE / d logits
-                    g = g.to(dtype)
-                    if need_h:
-                        grad_h[s:e] = torch.mm(g, w)
-                    if need_w:
-                        grad_w.add_(torch.mm(g.t(), h))
+                top = (top_val[s:e], top_idx[s:e]) if factor else None
+                loss += _chunk_loss_(z, targets[s:e], need_h or need_w, top)
+                if not (need_h or need_w):
+                    continue
+                g = z.to(dtype)  # d CE / d logits [C, V]
+                if need_h and g.dtype == fp32:
+                    torch.mm(g, w, out=grad_h[s:e])
+                elif need_h:
+                    grad_h[s:e] = torch.mm(g, w)
+                if need_w and grad_w is None:
+                    grad_w = torch.mm(g.t(), h).float()
+                elif need_w and g.dtype == fp32:
+                    grad_w.addmm_(g.t(), h)
+                elif need_w:
+                    grad_w += torch.mm(g.t(), h)
+            if need_w and grad_w is None:  # no rows at all
+                grad_w = torch.zeros(weight.shape, dtype=fp32, device=device)
         ctx.grads = (grad_h, grad_w)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         ctx.factor = factor
@@ -188,4 +211,4 @@ class _ChunkedHeadLoss(torch.autograd.Function):
             if ctx.factor:
                 grad_w.index_add_(0, top_idx, coef * hidden.float())  # [V, D]
             grad_w = grad_w.to(ctx.dtypes[1])
-        return grad_h, grad_w, None, None, None
+        return grad_h, grad_w, None, None, None, None

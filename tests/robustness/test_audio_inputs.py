@@ -252,7 +252,7 @@ def test_opus_clips_are_found_by_folder_scans_and_read(tmp_path):
     ("model.shift_gamma=0.5", "model.shift_gamma"),
     ("model.patch=[0, 8]", "model.patch"),
     ("backbone.n_embd=100", "backbone.n_embd"),
-    ("backbone.version=7", "backbone.version"),
+    ("backbone.version=8", "backbone.version"),
     ("features.norm_std=0", "features.norm_std"),
     ("features.window=kaiser", "features.window"),
     ("features.sample_rate=0", "features.sample_rate"),

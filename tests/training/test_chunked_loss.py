@@ -136,6 +136,30 @@ def test_frozen_head_or_frozen_hidden_and_no_grad():
     torch.testing.assert_close(loss, reference(hidden, weight, targets, 1.0, 0, None)[0])
 
 
+def test_without_autograd_only_the_logits_are_computed():
+    """Evaluation (no_grad, inference_mode): one product per chunk, no gradient products."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMatmuls(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += func.__name__.startswith(("mm", "addmm"))
+            return func(*args, **(kwargs or {}))
+
+    hidden, weight, targets = case(ignored=0.0, seed=9)  # 39 rows: 5 chunks of 8
+    head = head_of(weight)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode(), head_loss_options(8, 10), CountMatmuls() as counter:
+            head_loss(head, hidden, targets)
+        assert counter.n == 5
+    with head_loss_options(8, 10), CountMatmuls() as counter:
+        head_loss(head, hidden.requires_grad_(True), targets)
+    assert counter.n == 15  # logits, d/dhidden, d/dW per chunk
+
+
 def test_no_target_at_all_is_a_zero_loss_with_zero_gradients():
     hidden, weight, targets = case(seed=4)
     head = head_of(weight)
