@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from rwkv_mm.errors import ConfigError, check_choice, check_float, check_int
 
+from .peft_config import PeftConfig
+
 PRECISIONS = ("auto", "bf16", "fp32")
 #: train.loss_chunk's default: 1024 positions × V = 65536 is 256 MiB of fp32 logits at a time,
 #: and a [1024, D] × [D, V] product still runs at full matmul speed (GPU and CPU)
@@ -61,6 +63,14 @@ class TrainConfig:
             and, when the device's peak FLOP/s is known, MFU (`rwkv_mm.training.loggers`).
         peak_tflops: the device's dense peak in TFLOP/s for MFU; 0 = the table of common GPUs
             (`rwkv_mm.planning.devices`; H100/H200 bf16 989, A100 312), none on a CPU.
+        peft: adapters (LoRA, PiSSA, DoRA through Hugging Face `peft`) instead of full
+            fine-tuning; null = full fine-tuning (`PeftConfig`).
+        state_tuning: freeze every weight and train each layer's initial WKV state (RWKV-PEFT's
+            state tuning; saved as `blocks.{i}.att.time_state`).
+        state_tuning_shift: with state_tuning, also train the token-shift states.
+        segment_len: a sample longer than this is trained in segments of this many positions,
+            the recurrent state (WKV + token shift) passed between them with gradients through
+            it, so activation memory is bounded by segment_len; 0 = whole sequences.
 
     Every field is checked on construction (`ConfigError` naming the field; the recipe reader
     adds the dotted key and the file).
@@ -94,6 +104,10 @@ class TrainConfig:
     prefetch: int = 2
     loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
     peak_tflops: float = 0.0
+    peft: PeftConfig | None = None
+    state_tuning: bool = False
+    state_tuning_shift: bool = False
+    segment_len: int = 0
 
     def __post_init__(self) -> None:
         check_int(self, "max_steps", min=1)
@@ -139,3 +153,11 @@ class TrainConfig:
             raise ConfigError("loggers", loggers, f"a list of {', '.join(LOGGERS)} without repeats, with jsonl "
                                                   "(metrics.jsonl is the run's record: loss.png and resume read it)")
         check_float(self, "peak_tflops", min=0)
+        for name in ("state_tuning", "state_tuning_shift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "true or false")
+        if self.state_tuning_shift and not self.state_tuning:
+            raise ConfigError("state_tuning_shift", True, "only with state_tuning: true")
+        if self.state_tuning and self.peft is not None:
+            raise ConfigError("state_tuning", True, "either state_tuning or peft, not both (set one of them off)")
+        check_int(self, "segment_len", min=0)
