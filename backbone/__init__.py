@@ -35,6 +35,13 @@ Public API:
     layer_count                   L from contiguous `blocks.<i>.` keys
     CheckpointError               an unloadable checkpoint (a UserError naming file and key)
     UnsupportedVersionError       a checkpoint of RWKV-4 or of RWKV-7's DeepEmbed variant
+  state tuning (a learned initial state, `blocks.{i}.att.time_state`; Eagle/Finch)
+    add_initial_state             give a model a trainable initial state (zeros; + token shifts)
+    has_initial_state             whether a model holds one
+    initial_state                 the state a fresh sequence starts from, as an RWKVState
+    initial_state_params          {state-dict key: parameter} of the learned state
+    tuned_state_dict              its tensors in the file layout (RWKV-PEFT / BlinkDL's runtime)
+    save_tuned_state, load_tuned_state, apply_tuned_state   a state.pth alone, into any same-shape model
   training
     param_groups, make_optimizer  the paper's AdamW groups (App. H)
     GradCheckpointing             mixin of a module whose block loop can recompute activations
@@ -76,6 +83,7 @@ from .files import TEMP_SUFFIX, atomic_write, current_umask, temp_files_of
 from .generate import generate_text, generate_tokens, prefill
 from .goldfinch import GoldFinch, GoldFinchState
 from .goose import Goose
+from .initial_state import add_initial_state, has_initial_state, initial_state_params
 from .linear import to_decode_layout
 from .model import RWKV, LayerOrder
 from .optim import make_optimizer, param_groups
@@ -83,6 +91,7 @@ from .sampling import NonFiniteLogitsError, Sampler, SamplingConfig, sample_logi
 from .state import RWKVState
 from .tokenizer import (StreamDecoder, Tokenizer, WorldTokenizer, available_tokenizers, load_tokenizer,
                         register_tokenizer)
+from .tuned_state import apply_tuned_state, initial_state, load_tuned_state, save_tuned_state, tuned_state_dict
 from .weights import CheckpointError, check_weights, layer_count, read_state_dict, torch_load
 
 __all__ = [
@@ -96,6 +105,9 @@ __all__ = [
     "load_model", "save_model", "read_state_dict", "state_dict_to_model", "config_from_state_dict",
     "detect_version", "torch_load", "check_weights", "check_state_dict", "layer_count",
     "CheckpointError", "UnsupportedVersionError",
+    # state tuning
+    "add_initial_state", "has_initial_state", "initial_state", "initial_state_params", "tuned_state_dict",
+    "save_tuned_state", "load_tuned_state", "apply_tuned_state",
     # training
     "param_groups", "make_optimizer", "GradCheckpointing", "run_block", "set_grad_checkpointing",
     # tokenizers

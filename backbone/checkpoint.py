@@ -23,6 +23,8 @@ from .errors import ConfigError
 from .files import atomic_write
 from .goldfinch import checkpoint as goldfinch_checkpoint
 from .goose import checkpoint as goose_checkpoint
+from .initial_state import check_tunable
+from .tuned_state import apply_tuned_state, split_tuned_state
 from .weights import (CheckpointError, UnsupportedVersionError, check_finite, check_weight_dtypes,
                       layer_count, read_state_dict_and_metadata)
 
@@ -175,13 +177,19 @@ def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None =
     Every check comes before memory is spent on the claimed sizes: the layer count from the keys
     (0..L-1, no gap), the dtypes by key, the config; then the model is built on the meta device
     and every key and shape compared with it; then the values must be finite; only then are the
-    tensors (memory-mapped views of the file, from `read_state_dict`) copied into the model."""
+    tensors (memory-mapped views of the file, from `read_state_dict`) copied into the model.
+
+    A state-tuned file's `blocks.{i}.att.time_state` (and shift) tensors become the model's
+    learned initial state (`tuned_state.py`; Eagle/Finch only, a UserError for other families)."""
     version = detect_version(sd, source)
     if config is None:
         config = config_from_state_dict(sd, source)
     else:
         _check_config_matches_keys(config, sd, source)
     check_weight_dtypes(sd, source)
+    sd, tuned = split_tuned_state(sd)
+    if tuned:
+        check_tunable(config, where=source)
     if version in ("5.0", "5.1"):
         sd = _upgrade_legacy_v5(sd, config, source)
     elif version == "goldfinch":
@@ -195,6 +203,8 @@ def state_dict_to_model(sd: dict[str, torch.Tensor], config: RWKVConfig | None =
     expected = {k: v.shape for k, v in model.state_dict().items()}
     sd = {k: v.reshape(expected[k]).to(device=device, dtype=dtype) for k, v in sd.items()}
     model.load_state_dict(sd, assign=True)
+    if tuned:
+        apply_tuned_state(model, tuned, source)
     return model.eval()
 
 
@@ -228,7 +238,8 @@ def _config_from_metadata(meta: dict[str, str], path: Path) -> RWKVConfig:
 def save_model(model: Backbone, path: str | os.PathLike) -> Path:
     """Write the model's weights in the official layout (`.pth`, readable by BlinkDL's `rwkv`
     runtime, RWKV_V7_ON=1 for Goose; GoldFinch: the GoldFinch code's layout) or as `.safetensors` (with the config in its
-    metadata). Atomic: temp file + rename."""
+    metadata). A learned initial state is written as `blocks.{i}.att.time_state` (the runtime starts
+    from it). Atomic: temp file + rename."""
     path = Path(path)
     if model.config.is_goldfinch:
         sd = goldfinch_checkpoint.to_file_layout(model)

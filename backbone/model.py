@@ -11,6 +11,7 @@ from .channel_mix import ChannelMix
 from .checkpointing import GradCheckpointing, run_block
 from .config import RWKVConfig
 from .init import init_rwkv_
+from .initial_state import adopt_initial_state_on_load, fresh_state, layer_start
 from .linear import Linear
 from .state import RWKVState
 from .time_mix import time_mix_class
@@ -85,9 +86,10 @@ class Block(nn.Module):
         i = self.layer_id
         if i == 0:
             x = self.ln0(x)
-        out, new_state.att_x[i], new_state.wkv[i] = self.att(self.ln1(x), state.att_x[i], state.wkv[i])
+        att_x, wkv, ffn_x = layer_start(self, state, x.shape[0])  # None entries: the learned state
+        out, new_state.att_x[i], new_state.wkv[i] = self.att(self.ln1(x), att_x, wkv)
         x = x + out
-        out, new_state.ffn_x[i] = self.ffn(self.ln2(x), state.ffn_x[i])
+        out, new_state.ffn_x[i] = self.ffn(self.ln2(x), ffn_x)
         return x + out
 
 
@@ -129,6 +131,7 @@ class RWKV(GradCheckpointing, nn.Module):
         self.head = Linear(config.n_embd, config.vocab_size, bias=False)
         if init_weights and self.emb.weight.device.type != "meta":
             init_rwkv_(self)
+        adopt_initial_state_on_load(self)  # a state dict with `blocks.i.att.time_state` adds it
 
     def zero_state(self, batch_size: int) -> RWKVState:
         """The all-zero state of a fresh sequence, on this model's device and dtype."""
@@ -142,7 +145,8 @@ class RWKV(GradCheckpointing, nn.Module):
 
         Args:
             tokens: [B, T] token ids (or give `inputs_embeds`).
-            state: state after the previous call, or None for a fresh sequence.
+            state: state after the previous call, or None for a fresh sequence (zeros, or the
+                model's learned initial state: `initial_state.py`).
             inputs_embeds: [B, T, D] embeddings in place of tokens.
             last_only: compute the head for the last position only (prefill): logits [B, 1, V].
             return_hidden: return the final hidden states [B, T, D] (after ln_out) instead of logits.
@@ -155,7 +159,7 @@ class RWKV(GradCheckpointing, nn.Module):
         x = embed_inputs(self.emb, tokens, inputs_embeds)
         B, T, _ = x.shape
         if state is None:
-            state = self.zero_state(B)
+            state = fresh_state(self, B)
         elif state.batch_size != B:
             raise ValueError(f"state holds {state.batch_size} sequences but the input has B={B}")
         L = self.config.n_layer
