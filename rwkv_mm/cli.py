@@ -33,7 +33,7 @@ def _head_size(text: str) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from rwkv_mm.backbone import (SamplingConfig, generate_text, load_model, load_tokenizer,
+    from rwkv_mm.backbone import (SamplingConfig, generate_text, load_model, load_tokenizer, load_tuned_state,
                                   to_decode_layout)
 
     from rwkv_mm.cpu import tune_malloc
@@ -43,6 +43,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.device == "cpu":
         tune_malloc()  # reuse freed activation memory instead of page-faulting fresh memory
     model = to_decode_layout(load_model(args.checkpoint, dtype=args.dtype, device=args.device))
+    if args.state:  # a state-tuned initial state (state.pth) for this model
+        load_tuned_state(model, args.state)
     tokenizer = load_tokenizer(args.tokenizer)
     cfg = model.config
     print(f"# {args.checkpoint}: RWKV-{cfg.version} L={cfg.n_layer} D={cfg.n_embd} V={cfg.vocab_size}",
@@ -212,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text from a checkpoint (prefill, then recurrent decoding)")
     g.add_argument("--checkpoint", required=True, help="official RWKV-5/6 .pth or our .pth/.safetensors")
     g.add_argument("--prompt", required=True, type=non_empty_str)
+    g.add_argument("--state", default=None, help="a state-tuned initial state (state.pth, or a file with "
+                                                 "blocks.<i>.att.time_state keys) to start from")
     g.add_argument("--max-tokens", type=positive_int, default=200)
     g.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 = greedy")
     g.add_argument("--top-p", type=probability, default=0.85, help="in [0, 1]; 1 = off")

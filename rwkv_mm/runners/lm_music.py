@@ -1,7 +1,8 @@
 """Runner `lm_music`: train a byte-level Eagle/Finch LM on ABC tunes, then generate and score tunes.
 
 One stage (paper §10.1): IrishMAN-format data, V=128 byte tokens ([2] + bytes + [3]), the
-shared trainer; the export saves the model in the official layout (`model.pth`), samples
+shared trainer; the export saves the model in the official layout (`model.pth`; a state-tuned
+run's learned initial state is in it and alone in `state.pth`), samples
 `generate.n_tunes` tunes (top-k 8, top-p 0.8 by default) written as .abc/.mid, and reports the
 parse rate (tunes that music21 reads into a score with at least `generate.min_bars` bars).
 The model is the recipe's `backbone:` section (an `RWKVConfig`, `vocab_size: 128`), fresh or
@@ -23,6 +24,7 @@ from rwkv_mm.runners import register_stage
 from rwkv_mm.shipped import resolve_shipped
 from rwkv_mm.training.backbone_section import backbone_from, require_shape
 from rwkv_mm.training.config import TrainConfig
+from rwkv_mm.training.state_tuning import STATE_FILE, write_state_file
 from rwkv_mm.training.trainer import Trainer
 
 #: byte tokens: the music runner's fixed vocabulary (`backbone.vocab_size`)
@@ -106,7 +108,7 @@ def _limit(items: list, n: int) -> list:
 
 @register_stage("lm_music", config=MusicRunConfig,
                 description="ABC music LM (byte-level Eagle/Finch), one stage + generation",
-                outputs=("model.pth", "tunes/tune_*.abc", "tunes/tune_*.mid"))
+                outputs=("model.pth", "state.pth", "tunes/tune_*.abc", "tunes/tune_*.mid"))
 class MusicStage:
     """Train on tunes; export `model.pth` and generated, scored tunes."""
 
@@ -135,6 +137,7 @@ class MusicStage:
 
         model = model.cpu().eval()
         model_path = save_model(model, self.run_dir / "model.pth")
+        state = write_state_file(model, self.run_dir / STATE_FILE)  # state tuning: the state alone too
         g = self.cfg.generate
         sampling = SamplingConfig(temperature=g.temperature, top_p=g.top_p, top_k=g.top_k)
         tunes_dir = self.run_dir / "tunes"
@@ -143,7 +146,8 @@ class MusicStage:
         for i, text in enumerate(tunes):
             write_abc_and_midi(text, tunes_dir / f"tune_{i:03d}")
         rate = parse_rate(tunes, min_bars=g.min_bars) if tunes else float("nan")
-        return {"model": str(model_path), "tunes_dir": str(tunes_dir), "n_tunes": len(tunes), "parse_rate": rate}
+        return {"model": str(model_path), **state, "tunes_dir": str(tunes_dir), "n_tunes": len(tunes),
+                "parse_rate": rate}
 
 
 run = MusicStage.run  # the registered runner function: run(cfg, run_dir, resume=False) -> summary

@@ -1,7 +1,8 @@
 """Runner `visual_rwkv`: one VisualRWKV training stage (paper §10.2), then an optional quick eval.
 
 Stage 1 trains only the projector (`proj.*`); stage 2 trains the projector and the language
-model with the embedding and the CLIP tower frozen. The runner enforces both, whatever the
+model with the embedding and the CLIP tower frozen (with `train.state_tuning`: the projector and
+the LM's initial states, every LM weight frozen). The runner enforces each, whatever the
 recipe's `train.freeze`/`train_only` add. The language model is the recipe's `backbone:` (an
 RWKVConfig): fresh, from `backbone_weights` (an official RWKV-5/6 World .pth or a GoldFinch
 file), or — stage 2 — with the whole model from stage 1's output folder (`init_from`). The
@@ -15,6 +16,7 @@ with an error naming the sample/question and file, or are skipped and counted in
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from rwkv_mm.runners import register_stage
 from rwkv_mm.training.backbone_section import backbone_from, check_backbone, require_shape
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.freezing import with_stage_rules
+from rwkv_mm.training.state_tuning import STATE_FILE, write_state_file
 from rwkv_mm.training.trainer import Trainer
 from rwkv_mm.vision.conversation import IMAGE_POSITIONS, ChatTemplate
 from rwkv_mm.vision.data import ON_ERROR
@@ -114,6 +117,9 @@ class VisualRunConfig:
         if self.init_from and self.backbone_weights:
             raise ConfigError("backbone_weights", self.backbone_weights,
                               "empty when init_from is set (the whole model, LM included, comes from there)")
+        if self.train.state_tuning and self.stage == 1:
+            raise ConfigError("train.state_tuning", True, "false in stage 1, which trains only the projector "
+                                                          "(the state-tuned stage is stage 2: states + projector)")
         if self.model.reverse_image_odd_layers and self.backbone is not None and self.backbone.is_goldfinch:
             raise ConfigError("model.reverse_image_odd_layers", True, "false with backbone.version goldfinch "
                               "(GOLD layers share one key cache in sequence order)")
@@ -127,7 +133,10 @@ STAGE_RULES = {1: {"train_only": ["proj.*"], "freeze": ["vit.*"], "what": "stage
 def stage_train_config(cfg: VisualRunConfig) -> TrainConfig:
     """`cfg.train` with the stage's freezing rules merged in."""
     rules = STAGE_RULES[cfg.stage]
-    return with_stage_rules(cfg.train, rules["freeze"], rules["train_only"], rules["what"])
+    train = with_stage_rules(cfg.train, rules["freeze"], rules["train_only"], rules["what"])
+    if train.state_tuning:  # the state-tuned stage 2 trains the LM's initial states and the projector
+        train = dataclasses.replace(train, train_only=list(dict.fromkeys([*train.train_only, "proj.*"])))
+    return train
 
 
 def build_visual_model(cfg: VisualRunConfig) -> nn.Module:
@@ -153,7 +162,7 @@ def build_visual_model(cfg: VisualRunConfig) -> nn.Module:
 
 @register_stage("visual_rwkv", config=VisualRunConfig,
                 description="VisualRWKV stage 1 (projector) or 2 (projector + LM) on LLaVA JSON",
-                outputs=("model/backbone.pth", "model/projector.pth", "model/visual_rwkv.json"))
+                outputs=("model/backbone.pth", "model/projector.pth", "model/visual_rwkv.json", "model/state.pth"))
 class VisualStage:
     """Train one stage on LLaVA-format samples; export `<run_dir>/model/` and a quick eval."""
 
@@ -201,7 +210,8 @@ class VisualStage:
         model_dir = self.run_dir / "model"
         save_visual_rwkv(model, model_dir, cfg.vision, cfg.template, cfg.data.image_position)
         out: dict[str, Any] = {"stage": cfg.stage, "model_dir": str(model_dir), "skipped_samples": report.skipped,
-                               "trainable_params": self.trainer.param_counts["trainable"]}
+                               "trainable_params": self.trainer.param_counts["trainable"],
+                               **write_state_file(model.rwkv, model_dir / STATE_FILE)}  # state tuning
         if report.skipped:
             out["skipped_report"] = report.summary()
             print(f"bad samples: {report.summary()}")

@@ -39,6 +39,7 @@ from .notices import warn
 from .plot import plot_metrics
 from .run_dir import confirm_resumed
 from .schedule import lr_at
+from .state_tuning import prepare_state_tuning
 from .step_logs import append_record, reset_step_logs, truncate_step_logs
 
 __all__ = ["IGNORE_INDEX", "Batch", "LossFn", "lm_loss", "Trainer", "apply_freezing",
@@ -86,6 +87,7 @@ class Trainer:
                             where="train.batch_size", fix="change train.batch_size or train.micro_batch_size")
         self.micro_batch = micro
         self.model = model.to(self.device)
+        cfg = prepare_state_tuning(model, cfg)  # train.state_tuning: the initial states train, no weight
         self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
         if self.param_counts["trainable"] == 0:
             raise UserError("nothing to train: every parameter is frozen",
