@@ -37,12 +37,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                                   to_decode_layout)
 
     from rwkv_mm.cpu import tune_malloc
+    from rwkv_mm.training.adapter_cli import apply_adapter
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cpu":
         tune_malloc()  # reuse freed activation memory instead of page-faulting fresh memory
-    model = to_decode_layout(load_model(args.checkpoint, dtype=args.dtype, device=args.device))
+    model = to_decode_layout(apply_adapter(load_model(args.checkpoint, dtype=args.dtype, device=args.device),
+                                           args.adapter))  # --adapter: run unmerged on top
     if args.state:  # a state-tuned initial state (state.pth) for this model
         load_tuned_state(model, args.state)
     tokenizer = load_tokenizer(args.tokenizer)
@@ -203,6 +205,8 @@ def add_modality_groups(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `rwkv-mm` (all subcommands)."""
+    from rwkv_mm.training.adapter_cli import add_adapter_argument, add_merge_parser
+
     parser = argparse.ArgumentParser(
         prog="rwkv-mm",
         description="Multimodal Eagle (RWKV-5), Finch (RWKV-6), Goose (RWKV-7) and GoldFinch: backbone, "
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text from a checkpoint (prefill, then recurrent decoding)")
     g.add_argument("--checkpoint", required=True, help="official RWKV-5/6 .pth or our .pth/.safetensors")
+    add_adapter_argument(g)
     g.add_argument("--prompt", required=True, type=non_empty_str)
     g.add_argument("--state", default=None, help="a state-tuned initial state (state.pth, or a file with "
                                                  "blocks.<i>.att.time_state keys) to start from")
@@ -254,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rwkv_mm.planning.cli import add_plan_parser
 
     add_plan_parser(sub)  # rwkv-mm plan: memory, micro-batch, FLOPs and time of a recipe
+    add_merge_parser(sub)  # rwkv-mm merge: a train.peft adapter merged into its base model
 
     ls = sub.add_parser("ls", help="list the shipped recipes (name, runner, description)")
     ls.add_argument("--root", default=None, help="list this folder instead of the shipped recipes")

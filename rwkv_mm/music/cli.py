@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rwkv_mm.cli_types import (non_negative_float, non_negative_int, open_probability,
                                positive_int, seed)
+from rwkv_mm.training.adapter_cli import add_adapter_argument
 
 
 def _load_music_model(path: str):
@@ -29,12 +30,13 @@ def _load_music_model(path: str):
 def _cmd_generate(args: argparse.Namespace) -> int:
     from rwkv_mm.backbone import SamplingConfig, to_decode_layout
     from rwkv_mm.cpu import tune_malloc
+    from rwkv_mm.training.adapter_cli import apply_adapter
 
     from .generate import generate_tunes
     from .scoring import parse_tune, write_abc_and_midi
 
     tune_malloc()
-    model = to_decode_layout(_load_music_model(args.checkpoint))
+    model = to_decode_layout(apply_adapter(_load_music_model(args.checkpoint), args.adapter))
     codes = args.control_codes.replace("\\n", "\n")
     if codes and not codes.endswith("\n"):
         codes += "\n"
@@ -84,6 +86,7 @@ def add_commands(sub) -> None:
     """Register `generate` and `eval-positions` on `sub` (the `music` group's subparsers)."""
     g = sub.add_parser("generate", help="sample tunes from a byte-level model; writes .abc and .mid")
     g.add_argument("--checkpoint", required=True)
+    add_adapter_argument(g)
     g.add_argument("--n", type=positive_int, default=10, help="number of tunes")
     g.add_argument("--control-codes", default="", help='IrishMAN control codes, e.g. "S:2\\nB:9\\nE:4\\nB:9"')
     g.add_argument("--prompt", default="", help='ABC header to start from, e.g. "L:1/8\\nM:6/8\\nK:G\\n"')

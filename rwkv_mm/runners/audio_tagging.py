@@ -32,6 +32,7 @@ from rwkv_mm.runners import register_stage
 from rwkv_mm.training.backbone_section import check_backbone, require_shape
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.distributed import gather_full_model
+from rwkv_mm.training.peft_tuning import merged_copy, with_adapters
 from rwkv_mm.training.step_logs import append_record
 from rwkv_mm.training.trainer import Trainer
 
@@ -168,9 +169,10 @@ class AudioTaggingStage:
         evaluate = ev.every > 0 and step % ev.every == 0 and step < self.cfg.train.max_steps
         if not (snapshot or evaluate):
             return
-        model = gather_full_model(trainer, self.build_model)  # every process: a collective under FSDP
+        model = gather_full_model(trainer, with_adapters(self.build_model, trainer.cfg))  # a collective under FSDP
         if model is None:  # not rank 0
             return
+        model = merged_copy(model)  # train.peft: snapshots and scores of the plain (merged) weights
         if snapshot:
             self._save(model, self.run_dir / "checkpoints" / f"step_{step:07d}.pt", step)
             for old in step_checkpoints(self.run_dir)[:-max(ev.keep_snapshots, 1)]:

@@ -49,9 +49,11 @@ CONFIG_NAME = "config.yaml"
 LOGGER_OUTPUTS = ("events.out.tfevents.*", "wandb/*")
 #: What every run writes into its folder (globs relative to it): the lock, the resolved config,
 #: the trainer's logs, plot and checkpoint, the stage's summary ("loss.tmp.png": older versions'
-#: temp file), the loggers' files. Runners declare what they add: `register_runner(..., outputs=(...))`.
+#: temp file), the loggers' files, train.peft's adapter folder (`peft_tuning.export_adapters`).
+#: Runners declare what they add: `register_runner(..., outputs=(...))`.
 TRAINER_OUTPUTS = (LOCK_NAME, CONFIG_NAME, "metrics.jsonl", "loss.png", "loss.tmp.png", "summary.json",
-                   "checkpoints/last.pt", *LOGGER_OUTPUTS)
+                   "checkpoints/last.pt", *LOGGER_OUTPUTS, "adapter/adapter_config.json",
+                   "adapter/adapter_model.safetensors")
 
 #: Keys a resume may change freely: how long the run goes on and what it logs, evaluates or
 #: generates on the way. Any other change needs `--allow-config-change`.

@@ -11,7 +11,8 @@ config, *fitted* by the shared trainer, and *exported*. A stage class says only 
 
 `run_stage` is the plumbing, written once: fit (or resume), gather the whole model (under FSDP
 a collective on every process, loaded into a fresh `build_model()` on rank 0), export on rank 0
-alone, and write the summary atomically to `<run_dir>/summary.json`.
+alone, and write the summary atomically to `<run_dir>/summary.json`. With `train.peft` the
+adapters are saved to `<run_dir>/adapter/` first and merged into the weights the export gets.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 from rwkv_mm.backbone import atomic_write
 
 from .distributed import gather_full_model
+from .peft_tuning import export_adapters, with_adapters
 from .trainer import Trainer
 
 SUMMARY_NAME = "summary.json"
@@ -47,9 +49,10 @@ def run_stage(stage: Stage, resume: bool = False) -> dict[str, Any]:
     the summary: the trainer's (steps, losses, paths) and what `export` adds (rank 0 only)."""
     trainer = stage.setup()
     summary = trainer.fit(resume=resume, on_step=getattr(stage, "on_step", None))
-    model = gather_full_model(trainer, stage.build_model)  # collective under FSDP
+    model = gather_full_model(trainer, with_adapters(stage.build_model, trainer.cfg))  # collective under FSDP
     if model is None:  # not rank 0: only the first process saves and evaluates
         return summary
+    summary.update(export_adapters(model, stage.run_dir))  # train.peft: adapter/ written, then merged in
     summary.update(stage.export(model))
     write_summary(stage.run_dir, summary)
     return summary

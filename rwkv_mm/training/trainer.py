@@ -36,6 +36,7 @@ from .lm_head_loss import head_loss_options, lm_loss
 from .loggers import RunLoggers, StepMeter
 from .nonfinite import check_finite_weights, nonfinite_step
 from .notices import warn
+from .peft_tuning import train_config_with_adapters
 from .plot import plot_metrics
 from .run_dir import confirm_resumed
 from .schedule import lr_at
@@ -88,6 +89,7 @@ class Trainer:
         self.micro_batch = micro
         self.model = model.to(self.device)
         cfg = prepare_state_tuning(model, cfg)  # train.state_tuning: the initial states train, no weight
+        cfg = train_config_with_adapters(model, cfg)  # train.peft: adapters in; only they (+ kept modules) train
         self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
         if self.param_counts["trainable"] == 0:
             raise UserError("nothing to train: every parameter is frozen",

@@ -120,9 +120,13 @@ class ChatModel:
     processor: ImageProcessor
 
     @classmethod
-    def load(cls, checkpoint: str | Path) -> ChatModel:
-        """A model folder (a stage's `<run>/model`) or a released VisualRWKV `.pth`."""
+    def load(cls, checkpoint: str | Path, adapter: str | Path | None = None) -> ChatModel:
+        """A model folder (a stage's `<run>/model`) or a released VisualRWKV `.pth`; `adapter`: a
+        train.peft run's adapter folder run on top of it (unmerged)."""
+        from rwkv_mm.training.adapter_cli import apply_adapter
+
         model, meta = load_visual_rwkv(checkpoint)
+        model = apply_adapter(model, adapter)
         processor = ImageProcessor(model.vit.image_size, meta["vision"].pad_to_square)
         return cls(model, load_tokenizer("world"), meta["template"], meta["image_position"], processor)
 
@@ -139,7 +143,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     tune_malloc()
     image = open_image(Path(args.image)) if args.image else None  # fail before the model loads
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
-    chat = ChatModel.load(args.checkpoint).chat(image, sampling, args.max_tokens, args.seed)
+    chat = ChatModel.load(args.checkpoint, args.adapter).chat(image, sampling, args.max_tokens, args.seed)
 
     def answer(prompt: str) -> None:
         for piece in chat.reply(prompt):

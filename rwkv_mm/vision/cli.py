@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from rwkv_mm.cli_types import non_negative_float, non_negative_int, positive_int, probability, seed
+from rwkv_mm.training.adapter_cli import add_adapter_argument
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -34,6 +35,7 @@ def add_chat_parser(sub) -> None:
     c = sub.add_parser("chat", help="chat about an image with a VisualRWKV model (one-shot or interactive)")
     c.add_argument("--checkpoint", required=True,
                    help="a VisualRWKV model folder (a stage's <run>/model) or a released VisualRWKV .pth")
+    add_adapter_argument(c)
     c.add_argument("--image", help="the image to talk about (omit for text only)")
     c.add_argument("--prompt", help="one question, answered once; without it the chat is interactive")
     c.add_argument("--max-tokens", type=positive_int, default=256)
@@ -51,6 +53,7 @@ def add_eval_parser(sub) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", required=True, help="VisualRWKV model folder or released .pth")
+        add_adapter_argument(p)
         p.add_argument("--images", required=True, help="image folder (GQA images / COCO val2014)")
         p.add_argument("--batch-size", type=positive_int, default=8, help="questions decoded together")
         p.add_argument("--max-new-tokens", type=positive_int, default=16)

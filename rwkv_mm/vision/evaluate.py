@@ -37,11 +37,16 @@ POPE_SPLITS = ("random", "popular", "adversarial")
 
 def answer_settings(answerer: VisualAnswerer, benchmark: str) -> dict:
     """What, besides the checkpoint, decides the answers (recorded in the answers file)."""
+    from rwkv_mm.training.peft_tuning import adapters_of
+
     processor = answerer.processor
-    return {"benchmark": benchmark, "max_new_tokens": answerer.max_new_tokens,
-            "template": vars(answerer.template), "image_position": answerer.image_position,
-            "image_size": getattr(processor, "image_size", None),
-            "pad_to_square": getattr(processor, "pad_to_square", None)}
+    settings = {"benchmark": benchmark, "max_new_tokens": answerer.max_new_tokens,
+                "template": vars(answerer.template), "image_position": answerer.image_position,
+                "image_size": getattr(processor, "image_size", None),
+                "pad_to_square": getattr(processor, "pad_to_square", None)}
+    adapters = adapters_of(answerer.model)  # --adapter: the answers depend on it too
+    settings["adapter_sha256"] = adapters.source_sha256 if adapters is not None else None
+    return settings
 
 
 def answer_questions(answerer: VisualAnswerer, questions: list[Question], out_path: Path,
@@ -153,12 +158,14 @@ def _make_answerer(args: argparse.Namespace) -> tuple[VisualAnswerer, str]:
     """The answerer for `args.checkpoint` and its model id (the checkpoint's name)."""
     from rwkv_mm.backbone import load_tokenizer
     from rwkv_mm.cpu import tune_malloc
+    from rwkv_mm.training.adapter_cli import apply_adapter
 
     from .checkpoint import load_visual_rwkv
     from .preprocess import ImageProcessor
 
     tune_malloc()
     model, meta = load_visual_rwkv(args.checkpoint)
+    model = apply_adapter(model, args.adapter)
     processor = ImageProcessor(model.vit.image_size, meta["vision"].pad_to_square)
     answerer = VisualAnswerer(model, load_tokenizer("world"), processor, meta["template"],
                               meta["image_position"], args.max_new_tokens, cache_images=not args.no_cache)
