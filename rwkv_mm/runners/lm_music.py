@@ -24,6 +24,7 @@ from rwkv_mm.runners import register_stage
 from rwkv_mm.shipped import resolve_shipped
 from rwkv_mm.training.backbone_section import backbone_from, require_shape
 from rwkv_mm.training.config import TrainConfig
+from rwkv_mm.training.segments import check_max_len, sample_len
 from rwkv_mm.training.state_tuning import STATE_FILE, write_state_file
 from rwkv_mm.training.trainer import Trainer
 
@@ -33,11 +34,13 @@ BYTE_VOCAB = 128
 
 @dataclass
 class MusicDataConfig:
-    """Tunes: IrishMAN JSON files, .abc files or folders of .abc files (`pkg:` = shipped)."""
+    """Tunes: IrishMAN JSON files, .abc files or folders of .abc files (`pkg:` = shipped).
+    `max_len`: with `train.segment_len`, the longest sample (0/null: `ctx_len`)."""
 
     train: str = "pkg:data/music/train.json"
     validation: str = "pkg:data/music/validation.json"
     ctx_len: int = 1024
+    max_len: int | None = None
     max_train_tunes: int = 0  # 0 = all
     max_validation_tunes: int = 0  # 0 = all
 
@@ -46,6 +49,7 @@ class MusicDataConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(name, getattr(self, name), "a corpus path (JSON, .abc or folder)")
         check_int(self, "ctx_len", min=2)
+        check_int(self, "max_len", min=0, optional=True)
         check_int(self, "max_train_tunes", min=0)
         check_int(self, "max_validation_tunes", min=0)
 
@@ -86,6 +90,7 @@ class MusicRunConfig:
 
     def __post_init__(self) -> None:
         require_shape(self.backbone, init_from=self.init_from)
+        check_max_len(self.data.max_len, self.train.segment_len)
         if self.backbone is not None and self.backbone.vocab_size != BYTE_VOCAB:
             raise ConfigError("backbone.vocab_size", self.backbone.vocab_size,
                               f"{BYTE_VOCAB}: the music runner's tokens are bytes")
@@ -124,8 +129,9 @@ class MusicStage:
         train_tunes, val_tunes = _limit(train_tunes, d.max_train_tunes), _limit(val_tunes, d.max_validation_tunes)
         print(f"data: {len(train_tunes)} training tunes, {len(val_tunes)} validation tunes "
               f"({len(train_report.problems)} skipped with problems)")
-        return Trainer(self.build_model(), self.cfg.train, self.run_dir, TuneDataset(train_tunes, d.ctx_len),
-                       collate_tunes, eval_set=TuneDataset(val_tunes, d.ctx_len))
+        length = sample_len(d.ctx_len, d.max_len, self.cfg.train.segment_len)
+        return Trainer(self.build_model(), self.cfg.train, self.run_dir, TuneDataset(train_tunes, length),
+                       collate_tunes, eval_set=TuneDataset(val_tunes, length))
 
     def build_model(self) -> nn.Module:
         return build_model(self.cfg)

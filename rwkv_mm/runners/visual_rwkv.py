@@ -30,6 +30,7 @@ from rwkv_mm.runners import register_stage
 from rwkv_mm.training.backbone_section import backbone_from, check_backbone, require_shape
 from rwkv_mm.training.config import TrainConfig
 from rwkv_mm.training.freezing import with_stage_rules
+from rwkv_mm.training.segments import check_max_len, sample_len
 from rwkv_mm.training.state_tuning import STATE_FILE, write_state_file
 from rwkv_mm.training.trainer import Trainer
 from rwkv_mm.vision.conversation import IMAGE_POSITIONS, ChatTemplate
@@ -52,11 +53,13 @@ class VisualModelConfig:
 @dataclass
 class VisualDataConfig:
     """LLaVA JSON + image root. `synthetic`: generate the bundled shapes set into `synthetic_root`
-    when missing (tiny recipes)."""
+    when missing (tiny recipes). `max_len`: with `train.segment_len`, the longest sample
+    (0/null: `ctx_len`)."""
 
     data_path: str = "playground/data/LLaVA-Pretrain/blip_laion_cc_sbu_558k.json"
     image_root: str = "playground/data/LLaVA-Pretrain/images"
     ctx_len: int = 1024
+    max_len: int | None = None
     image_position: str = "first"  # first | middle | last | keep
     on_error: str = "raise"  # raise | skip (bad samples are counted and reported)
     cache_features: bool = False  # compute each image's tower features once (frozen tower)
@@ -66,6 +69,7 @@ class VisualDataConfig:
 
     def __post_init__(self) -> None:
         check_int(self, "ctx_len", min=1)
+        check_int(self, "max_len", min=0, optional=True)
         check_choice(self, "image_position", IMAGE_POSITIONS)
         check_choice(self, "on_error", ON_ERROR)
         check_int(self, "max_samples", min=0)
@@ -114,6 +118,7 @@ class VisualRunConfig:
     def __post_init__(self) -> None:
         check_choice(self, "stage", tuple(STAGE_RULES))
         require_shape(self.backbone, init_from=self.init_from, backbone_weights=self.backbone_weights)
+        check_max_len(self.data.max_len, self.train.segment_len)
         if self.init_from and self.backbone_weights:
             raise ConfigError("backbone_weights", self.backbone_weights,
                               "empty when init_from is set (the whole model, LM included, comes from there)")
@@ -189,7 +194,8 @@ class VisualStage:
         self.tokenizer = load_tokenizer("world")
         self.processor = ImageProcessor(tower.image_size, cfg.vision.pad_to_square)
         features = FeatureCache(tower, self.processor) if d.cache_features else None
-        dataset = LlavaDataset(records, self.tokenizer, tower.num_tokens, self.processor, features, d.ctx_len,
+        length = sample_len(d.ctx_len, d.max_len, cfg.train.segment_len)
+        dataset = LlavaDataset(records, self.tokenizer, tower.num_tokens, self.processor, features, length,
                                cfg.template, d.image_position, d.on_error, self.report)
         print(f"stage {cfg.stage}: {len(records)} samples from {d.data_path} ({self.report.summary()}); "
               f"{tower.num_tokens} image tokens per image")

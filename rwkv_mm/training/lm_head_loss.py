@@ -36,6 +36,7 @@ from rwkv_mm.constants import IGNORE_INDEX
 
 from .config import DEFAULT_LOSS_CHUNK
 from .l2wrap import L2WRAP_COEF
+from .segments import Segmented, SegmentOut
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,21 @@ def lm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, 
     reaches every position (RWKV-LM's B·T)."""
     hidden, _ = model(batch["input_ids"], return_hidden=True)  # [B, T, D]
     return head_loss(unwrap(model).head, hidden, batch["targets"], l2wrap_every_position=True)
+
+
+def lm_segment(model: nn.Module, batch: dict, start: int, end: int, state, with_loss: bool) -> SegmentOut:
+    """`lm_loss` over positions [start, end) of the batch from `state` (`train.segment_len`,
+    see `segments.py`): the loss of those positions' targets and the state after them."""
+    hidden, state = model(batch["input_ids"][:, start:end], state=state, return_hidden=True,
+                          last_only=not with_loss)  # [B, end - start, D]
+    if not with_loss:
+        return SegmentOut(None, None, state, hidden)
+    loss_sum, _, logits = head_loss(unwrap(model).head, hidden, batch["targets"][:, start:end],
+                                    l2wrap_every_position=True)
+    return SegmentOut(loss_sum, logits, state)
+
+
+lm_loss.segmented = Segmented(lm_segment)  # type: ignore[attr-defined]
 
 
 def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:

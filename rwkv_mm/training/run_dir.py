@@ -62,7 +62,7 @@ FREE_KEYS = (
     "train.log_every", "train.skip_nonfinite", "generate.*", "eval.*",
     # how the same computation is run or recorded (same global batches, same gradients):
     "train.num_workers", "train.prefetch", "train.strategy", "train.grad_cp", "train.loss_chunk",
-    "train.loggers", "train.peak_tflops",
+    "train.loggers", "train.peak_tflops", "train.segment_len",
 )
 
 #: `atomic_write`'s temp files: `<target>.<8 chars of mkstemp's alphabet><TEMP_SUFFIX>`.

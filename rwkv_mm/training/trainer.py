@@ -5,7 +5,8 @@ bf16 autocast on CUDA (fp32 on CPU), freezing by name patterns, periodic evaluat
 checkpoints that resume exactly, a progress bar, metrics in JSONL and a loss-curve PNG.
 Runs under torchrun (DDP; gloo on CPU, NCCL on GPU) with the same global batch semantics.
 Its parts: `freezing` (which parameters train), `distributed` (wrapping, whole states under
-FSDP), `nonfinite` (NaN/inf steps and weights), `step_logs` (JSONL logs on fresh start/resume).
+FSDP), `nonfinite` (NaN/inf steps and weights), `step_logs` (JSONL logs on fresh start/resume),
+`segments` (`train.segment_len`: long samples segment by segment through the recurrent state).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from .peft_tuning import train_config_with_adapters
 from .plot import plot_metrics
 from .run_dir import confirm_resumed
 from .schedule import lr_at
+from .segments import grad_sync, segment_backward
 from .state_tuning import prepare_state_tuning
 from .step_logs import append_record, reset_step_logs, truncate_step_logs
 
@@ -118,6 +120,9 @@ class Trainer:
         # JSONL logs keyed by "step": cut back to the checkpoint on resume, emptied on a fresh start
         # (a runner adds its own, e.g. the audio runner's map.jsonl).
         self.step_logs: list[Path] = [self.metrics_path]
+        # train.segment_len: long samples segment by segment through the state (None: whole)
+        self.segments = segment_backward(cfg.segment_len, self.model, self.wrapped, self.sharded, loss_fn,
+                                         self.autocast)
 
     # ----------------------------------------------------------------------------- checkpoints
     def full_model_state_dict(self) -> dict[str, torch.Tensor]:
@@ -186,20 +191,25 @@ class Trainer:
         loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         # L2Wrap's divisor: this process's share of the global batch's positions (RWKV-LM's B·T)
         l2wrap_positions = max(int(n_positions) // self.world, 1) if cfg.l2wrap else 0
+
+        def weigh(loss_sum: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+            # DDP averages gradients over processes: scale by world to get the global sum.
+            scaled = loss_sum.float() * (self.world / n_tokens.float())
+            if cfg.l2wrap and logits is not None:  # a loss function that returns its logits
+                scaled = l2wrap(scaled, logits, l2wrap_positions)
+            return scaled
+
         self.model.train()
         for i, batch in enumerate(batches):
             sync = i == len(batches) - 1
-            if self.sharded:
-                self.model.set_requires_gradient_sync(sync)
-            ctx = self.wrapped.no_sync() if (not sync and self.wrapped is not self.model) else contextlib.nullcontext()
-            with ctx:
+            if self.segments is not None:  # train.segment_len: forward and backward per segment
+                with head_loss_options(cfg.loss_chunk, l2wrap_positions):
+                    loss_total += self.segments.backward(batch, weigh, sync)
+                continue
+            with grad_sync(self.model, self.wrapped, self.sharded, sync):
                 with self.autocast(), head_loss_options(cfg.loss_chunk, l2wrap_positions):
                     loss_sum, _, logits = self.loss_fn(self.wrapped, batch)
-                # DDP averages gradients over processes: scale by world to get the global sum.
-                scaled = loss_sum.float() * (self.world / n_tokens.float())
-                if cfg.l2wrap and logits is not None:  # a loss function that returns its logits
-                    scaled = l2wrap(scaled, logits, l2wrap_positions)
-                scaled.backward()
+                weigh(loss_sum, logits).backward()
             loss_total += loss_sum.detach().double()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         # max_norm inf (grad_clip 0) only measures: the gradients are multiplied by exactly 1.
