@@ -118,6 +118,22 @@ def test_trainer_with_segments_equals_the_trainer_without(tmp_path, grad_cp):
         torch.testing.assert_close(weights_s[name], w, rtol=1e-4, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("tuning", ["state", "lora"])
+def test_segments_compose_with_state_tuning_and_lora(tmp_path, tuning):
+    """State tuning (the first segment starts from the learned state, which trains through every
+    later segment) and LoRA adapters: with segments as without."""
+    from rwkv_mm.training.peft_config import PeftConfig
+
+    tune = dict(state_tuning=True, state_tuning_shift=True) if tuning == "state" else dict(peft=PeftConfig(r=4, alpha=8))
+    whole, weights_w = train_three_steps(tmp_path, 0, **tune)
+    segmented, weights_s = train_three_steps(tmp_path, 48, **tune)
+    assert [a["loss"] for a in whole] == pytest.approx([b["loss"] for b in segmented], rel=1e-5)
+    assert [a["grad_norm"] for a in whole] == pytest.approx([b["grad_norm"] for b in segmented], rel=1e-4)
+    assert any(("time_state" if tuning == "state" else "lora_") in name for name in weights_w)
+    for name, w in weights_w.items():
+        torch.testing.assert_close(weights_s[name], w, rtol=1e-4, atol=1e-4, msg=name)
+
+
 def test_goldfinch_refuses_segments(tmp_path):
     dataset, collate = music_data(64)
     model = tiny_model("goldfinch", n_layer=3, n_embd=64, head_size=16, vocab_size=128)

@@ -69,8 +69,7 @@ def _gloo_worker(rank: int, world: int, init_file: str, out_dir: str, strategy: 
                        f"{out_dir}/result.pt")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])  # ~15 s each on 2 cores
 def test_segments_under_two_gloo_processes_equal_one_process_on_whole_sequences(tmp_path, strategy):
     """Each process's micro-batch is one sample (5..19 positions, segments of 4): the processes
     run different numbers of segments; gradients are synchronised once per step (DDP: no_sync
