@@ -30,6 +30,7 @@ contract (`check_wkv7_inputs`): r, w, k, v, a, b [B, T, H, N] with ``w`` the log
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable
 
@@ -143,6 +144,16 @@ def choose_wkv_impl(
     return "chunked"
 
 
+def _own_precision(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Every implementation does its math in fp32 (fp64) and returns y in r's dtype: an enclosing
+    autocast region (bf16 training) must not turn its matmuls to bf16 — nor mix bf16 results
+    with the fp32 state in one in-place product, which fails on the CPU."""
+    kind = x.device.type
+    if kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _dispatch(
     device: torch.device | str,
     r: torch.Tensor,
@@ -155,7 +166,8 @@ def _dispatch(
     """Check the contract, then run the implementation chosen for inputs on ``device``."""
     check_wkv_inputs(r, k, v, w, u, state)
     name = choose_wkv_impl(device, (r.dtype, k.dtype, v.dtype, w.dtype), r.shape[1], r.shape[-1])
-    return WKV_IMPLS[name](r, k, v, w, u, state)
+    with _own_precision(r):
+        return WKV_IMPLS[name](r, k, v, w, u, state)
 
 
 def wkv(
@@ -214,7 +226,8 @@ def _dispatch7(
     check_wkv7_inputs(r, w, k, v, a, b, state)
     dtypes = tuple(x.dtype for x in (r, w, k, v, a, b))
     name = choose_wkv_impl(device, dtypes, r.shape[1], r.shape[-1], family="wkv7")
-    return WKV7_IMPLS[name](r, w, k, v, a, b, state)
+    with _own_precision(r):
+        return WKV7_IMPLS[name](r, w, k, v, a, b, state)
 
 
 def wkv7(

@@ -26,7 +26,7 @@ class _L2Wrap(torch.autograd.Function):
         return grad_loss, grad_logits, None
 
 
-def l2wrap(loss: torch.Tensor, logits: torch.Tensor, n_positions: int) -> torch.Tensor:
+def l2wrap(loss: torch.Tensor, logits: torch.Tensor, n_positions: float) -> torch.Tensor:
     """Return `loss` unchanged; in backward, add 1e-4·max_logit/n_positions to the gradient of
     each position's largest logit (RWKV-LM uses n_positions = B·T), keeping logits bounded in
     long bf16 runs. The loss value itself is not changed."""

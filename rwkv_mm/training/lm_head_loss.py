@@ -45,14 +45,14 @@ class HeadLossOptions:
     l2wrap_positions: L2Wrap's divisor n_positions (0 = no L2Wrap term)."""
 
     chunk: int = DEFAULT_LOSS_CHUNK
-    l2wrap_positions: int = 0
+    l2wrap_positions: float = 0.0
 
 
 _OPTIONS: ContextVar[HeadLossOptions] = ContextVar("head_loss_options", default=HeadLossOptions())
 
 
 @contextlib.contextmanager
-def head_loss_options(chunk: int = DEFAULT_LOSS_CHUNK, l2wrap_positions: int = 0) -> Iterator[HeadLossOptions]:
+def head_loss_options(chunk: int = DEFAULT_LOSS_CHUNK, l2wrap_positions: float = 0.0) -> Iterator[HeadLossOptions]:
     """`head_loss` inside the block runs with these options (the trainer sets them per step)."""
     token = _OPTIONS.set(HeadLossOptions(chunk, l2wrap_positions))
     try:

@@ -190,7 +190,8 @@ class Trainer:
         n_tokens, n_positions = all_reduce_sum(counts).clamp(min=1).unbind()
         loss_total = torch.zeros((), dtype=torch.float64, device=self.device)
         # L2Wrap's divisor: this process's share of the global batch's positions (RWKV-LM's B·T)
-        l2wrap_positions = max(int(n_positions) // self.world, 1) if cfg.l2wrap else 0
+        # (not rounded: an odd global count under DDP gives the same gradient as one process)
+        l2wrap_positions = max(float(n_positions) / self.world, 1.0) if cfg.l2wrap else 0.0
 
         def weigh(loss_sum: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
             # DDP averages gradients over processes: scale by world to get the global sum.
