@@ -108,20 +108,25 @@ def read_adapter_config(adapter_dir: str | Path):
 
 
 def _target_names(config, model: nn.Module, where: str) -> list[str]:
-    """The adapter's target module names, each checked to be an nn.Linear of `model`."""
+    """The module names the adapter's `target_modules` select in `model` (as peft matches them:
+    a regular expression over whole names, or names and name suffixes), each entry checked to
+    select an nn.Linear of `model`."""
     import re
 
     names = {n: m for n, m in model.named_modules() if n}
     targets = config.target_modules
     if isinstance(targets, str):  # a regular expression over module names (peft allows it)
         targets = [n for n in names if re.fullmatch(targets, n)]
-    targets = sorted(targets or [])
-    missing = [t for t in targets if not isinstance(names.get(t), nn.Linear)]
+    entries = sorted(targets or [])
+    chosen = {e: [n for n, m in names.items() if (n == e or n.endswith("." + e)) and isinstance(m, nn.Linear)]
+              for e in entries}
+    missing = [e for e, found in chosen.items() if not found]
+    targets = sorted({n for found in chosen.values() for n in found})
     if missing or not targets:
         hint = (" (a VisualRWKV adapter: pass it to `vision chat`/`vision eval` with the stage's model folder; "
                 "the run's model/ holds it merged)" if any(t.startswith("rwkv.") for t in missing) else "")
         raise UserError(f"the adapter's module {missing[0] if missing else '(none)'!r} is not a linear module "
-                        f"of this {type(model).__name__} ({len(missing)} of {len(targets)} do not fit)",
+                        f"of this {type(model).__name__} ({len(missing)} of {len(entries)} do not fit)",
                         where=where, fix="apply the adapter to the base model it was trained on" + hint)
     return targets
 

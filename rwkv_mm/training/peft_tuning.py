@@ -49,7 +49,7 @@ class Adapters:
     """What a model's adapters are (kept on the model as `model.rwkv_mm_adapters`).
 
     Attributes:
-        config: the peft `LoraConfig` they were injected with (target_modules: module names).
+        config: the peft `LoraConfig` they were injected with (target_modules: the module names).
         kept: names of the modules trained fully beside them (`train.peft.modules_to_save`).
         pissa_init: PiSSA only: each target's initial (lora_A, lora_B) on the CPU, to save the
             trained adapter as a plain LoRA of the original weights (peft's conversion).
@@ -146,11 +146,13 @@ def inject(model: nn.Module, config, kept: list[str]) -> nn.Module:
 
     if adapters_of(model) is not None:
         raise ValueError(f"{type(model).__name__} has adapters already")
+    targets = sorted(config.target_modules)  # peft shortens a long list to name suffixes in place
     with quiet_peft():
         inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
     adapted = set(adapter_layers(model))
-    if adapted != set(config.target_modules):  # peft also matches names by their suffix
-        raise ValueError(f"peft adapted {sorted(adapted ^ set(config.target_modules))[:4]} unexpectedly")
+    if adapted != set(targets):  # peft also matches names by their suffix
+        raise ValueError(f"peft adapted {sorted(adapted ^ set(targets))[:4]} unexpectedly")
+    config.target_modules = targets  # the module names, as saved in adapter_config.json
     record = Adapters(config, list(kept))
     if config.init_lora_weights == "pissa":
         record.pissa_init = {name: (layer.lora_A[ADAPTER_NAME].weight.detach().to("cpu", copy=True),

@@ -20,11 +20,11 @@ from test_goose_utils import tiny_goose  # noqa: E402
 V = 97
 
 
-def tiny(version: str = "6", seed: int = 0, **kw) -> nn.Module:
+def tiny(version: str = "6", seed: int = 0, n_layer: int = 2, **kw) -> nn.Module:
     """A randomly weighted L2 D64 model of any family (fp32, eval mode)."""
     if version == "7":
-        return tiny_goose(n_layer=2, n_embd=64, head_size=16, vocab_size=V, seed=seed, **kw)
-    return tiny_model(version, n_layer=2, n_embd=64, head_size=16, vocab_size=V, seed=seed, **kw)
+        return tiny_goose(n_layer=n_layer, n_embd=64, head_size=16, vocab_size=V, seed=seed, **kw)
+    return tiny_model(version, n_layer=n_layer, n_embd=64, head_size=16, vocab_size=V, seed=seed, **kw)
 
 
 def tokens(batch: int = 2, T: int = 12, seed: int = 1) -> torch.Tensor:

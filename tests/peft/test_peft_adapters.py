@@ -39,7 +39,7 @@ def test_default_targets_are_the_time_and_channel_mix_projections(version):
     assert leaves == expected and all(n.startswith("blocks.") for n in names)
 
 
-@pytest.mark.parametrize("version", FAMILIES)
+@pytest.mark.parametrize("version", [*FAMILIES, "goldfinch"])
 def test_base_plus_adapter_equals_the_merged_model(version):
     model = inject_adapters(tiny(version), PeftConfig(r=4, alpha=8))
     perturb_adapters_(model)
@@ -110,6 +110,22 @@ def test_adapter_save_load_round_trip(tmp_path, method):
     loaded = load_adapter(tiny("6"), tmp_path / "adapter")  # the ORIGINAL base, as a user has it
     torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(logits(merge_adapters(loaded)), expected, rtol=0, atol=1e-5)
+
+
+def test_a_long_target_list_is_saved_by_name_and_suffixes_load_too(tmp_path):
+    """peft shortens 20+ target names to suffixes in place; the folder keeps the names, and a
+    folder whose config lists suffixes (as peft may write it) loads the same."""
+    model = inject_adapters(tiny("6", n_layer=3), PeftConfig(r=4))  # 24 targets
+    perturb_adapters_(model)
+    expected = logits(model)
+    save_adapter(model, tmp_path / "a")
+    config = json.loads((tmp_path / "a" / CONFIG_NAME).read_text())
+    assert len(config["target_modules"]) == 24 and "blocks.2.ffn.value" in config["target_modules"]
+    torch.testing.assert_close(logits(load_adapter(tiny("6", n_layer=3), tmp_path / "a")), expected, rtol=0, atol=1e-5)
+    config["target_modules"] = sorted({name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1]
+                                       for name in config["target_modules"]})  # "att.key", ...
+    (tmp_path / "a" / CONFIG_NAME).write_text(json.dumps(config))
+    torch.testing.assert_close(logits(load_adapter(tiny("6", n_layer=3), tmp_path / "a")), expected, rtol=0, atol=1e-5)
 
 
 def test_peft_itself_reads_our_adapter_folder(tmp_path):

@@ -22,8 +22,8 @@ def lora_run(tmp_path_factory):
     """A tiny byte-level Finch base (bf16 on disk, as official files are) and a LoRA run on it."""
     tmp = tmp_path_factory.mktemp("peft_music")
     base = tmp / "base.pth"
-    assert run_cli("init", "--out", base, "--version", "6", "--n-layer", "2", "--n-embd", "64",
-                   "--head-size", "16", "--vocab-size", "128", "--seed", "1").rc == 0
+    assert run_cli("init", "--out", base, "--version", "6", "--n-layer", "3", "--n-embd", "64",  # 24 targets:
+                   "--head-size", "16", "--vocab-size", "128", "--seed", "1").rc == 0  # peft shortens 20+
     sd = read_state_dict(base)
     torch.save({k: v.to(torch.bfloat16) for k, v in sd.items()}, base)
     run_dir = tmp / "run"
@@ -99,7 +99,7 @@ def test_adapter_errors_name_the_folder_the_file_or_the_misfit(lora_run, tmp_pat
     (broken / WEIGHTS_NAME).write_bytes((run_dir / "adapter" / WEIGHTS_NAME).read_bytes())
     assert_user_error(run_cli("generate", "--checkpoint", base, "--adapter", broken, *common), str(broken / CONFIG_NAME))
     wider = tmp / "wider.pth"  # other shapes, same module names
-    assert run_cli("init", "--out", wider, "--version", "6", "--n-layer", "2", "--n-embd", "96",
+    assert run_cli("init", "--out", wider, "--version", "6", "--n-layer", "3", "--n-embd", "96",
                    "--head-size", "16", "--vocab-size", "128").rc == 0
     assert_user_error(run_cli("merge", "--base", wider, "--adapter", run_dir / "adapter", "--out", tmp_path / "m.pth"),
                       "do not fit", str(run_dir / "adapter"))
