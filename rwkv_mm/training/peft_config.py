@@ -26,7 +26,10 @@ class PeftConfig:
         target_modules: fnmatch patterns of the `nn.Linear` module names that get adapters
             (default: every time-mix and channel-mix projection; never the LM head).
         modules_to_save: fnmatch patterns of module names kept fully trainable beside the adapters
-            (e.g. VisualRWKV's "projector"); saved with the adapter.
+            (e.g. VisualRWKV's projector, "proj"); saved with the adapter.
+        pissa_niter: PiSSA only: 0 = the exact SVD of each adapted weight; N > 0 = a fast
+            randomized SVD with N subspace iterations (peft's "pissa_niter_N"; for 7B-scale
+            weights, where the exact SVDs take minutes). Either way the output is unchanged at step 0.
     """
 
     method: str = "lora"
@@ -35,10 +38,14 @@ class PeftConfig:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_PEFT_TARGETS))
     modules_to_save: list[str] = field(default_factory=list)
+    pissa_niter: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self, "method", PEFT_METHODS)
         check_int(self, "r", min=1)
+        check_int(self, "pissa_niter", min=0)
+        if self.pissa_niter and self.method != "pissa":
+            raise ConfigError("pissa_niter", self.pissa_niter, "0 unless method is pissa")
         check_float(self, "alpha", gt=0)
         check_float(self, "dropout", min=0, max=0.99)
         for name in ("target_modules", "modules_to_save"):

@@ -121,9 +121,11 @@ def lora_config(cfg: PeftConfig, targets: list[str]):
     modules stay as they are, see the module docstring)."""
     from peft import LoraConfig
 
+    init = True
+    if cfg.method == "pissa":
+        init = f"pissa_niter_{cfg.pissa_niter}" if cfg.pissa_niter else "pissa"
     return LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(targets),
-                      bias="none", init_lora_weights="pissa" if cfg.method == "pissa" else True,
-                      use_dora=cfg.method == "dora")
+                      bias="none", init_lora_weights=init, use_dora=cfg.method == "dora")
 
 
 @contextlib.contextmanager
@@ -154,7 +156,7 @@ def inject(model: nn.Module, config, kept: list[str]) -> nn.Module:
         raise ValueError(f"peft adapted {sorted(adapted ^ set(targets))[:4]} unexpectedly")
     config.target_modules = targets  # the module names, as saved in adapter_config.json
     record = Adapters(config, list(kept))
-    if config.init_lora_weights == "pissa":
+    if str(config.init_lora_weights).startswith("pissa"):
         record.pissa_init = {name: (layer.lora_A[ADAPTER_NAME].weight.detach().to("cpu", copy=True),
                                     layer.lora_B[ADAPTER_NAME].weight.detach().to("cpu", copy=True))
                              for name, layer in adapter_layers(model).items()}

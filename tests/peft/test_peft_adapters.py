@@ -52,10 +52,10 @@ def test_base_plus_adapter_equals_the_merged_model(version):
     torch.testing.assert_close(logits(merged), unmerged, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("version", ["5", "6"])
-def test_pissa_leaves_the_output_unchanged_at_step_0(version):
+@pytest.mark.parametrize("version, niter", [("5", 0), ("6", 0), ("6", 2)])
+def test_pissa_leaves_the_output_unchanged_at_step_0(version, niter):
     base = logits(tiny(version))
-    model = inject_adapters(tiny(version), PeftConfig(method="pissa", r=4, alpha=4))
+    model = inject_adapters(tiny(version), PeftConfig(method="pissa", r=4, alpha=4, pissa_niter=niter))
     layer = adapter_layers(model)["blocks.0.att.key"]
     assert layer.lora_B["default"].weight.abs().max() > 0  # principal components, not zeros
     torch.testing.assert_close(logits(model), base, rtol=0, atol=1e-5)
@@ -168,6 +168,7 @@ def test_peft_with_train_only_is_refused():
     ("train.peft.dropout=1.5", r"train\.peft\.dropout=1\.5"),
     ("train.peft.target_modules=[]", r"train\.peft\.target_modules=\[\]"),
     ("train.peft.rank=4", r"unknown key 'train\.peft\.rank'"),
+    ("train.peft.pissa_niter=4", r"train\.peft\.pissa_niter=4: expected 0 unless method is pissa"),
 ])
 def test_bad_peft_config_names_the_dotted_key_and_the_recipe(override, key):
     with pytest.raises(RecipeError, match=key):
