@@ -11,6 +11,7 @@ import torch
 from robustness.cli_utils import assert_user_error, run_cli
 from rwkv_mm.backbone import load_model, read_state_dict
 from rwkv_mm.training.adapter_files import CONFIG_NAME, WEIGHTS_NAME
+from rwkv_mm.training.run_dir import classify
 
 FAST = ["data.ctx_len=64", "data.max_train_tunes=64", "data.max_validation_tunes=8", "train.max_steps=3",
         "train.batch_size=4", "train.eval_every=3", "train.eval_batches=1", "train.save_every=3",
@@ -45,6 +46,20 @@ def test_the_run_writes_the_adapter_and_the_merged_model(lora_run):
                                                  ["ffn", "receptance"], ["ffn", "value"]) for k in changed)
     ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert any(".lora_A." in k for k in ckpt) and any(".base_layer." in k for k in ckpt)
+    assert classify(run_dir)[1] == []  # adapter/ is a run output: --overwrite removes it, nothing is foreign
+
+
+def test_a_lora_run_resumes_from_the_command_line(lora_run, tmp_path):
+    import shutil
+
+    _, base, run_dir = lora_run
+    shutil.copytree(run_dir, tmp_path / "run")
+    result = run_cli("train", "music/abc_tiny_lora", f"init_from={base}", *FAST, "train.max_steps=4",
+                     "--run-dir", tmp_path / "run", "--resume")
+    assert result.rc == 0, result.err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
+    assert read_state_dict(tmp_path / "run" / "adapter" / WEIGHTS_NAME).keys() == \
+        read_state_dict(run_dir / "adapter" / WEIGHTS_NAME).keys()
 
 
 def test_merge_command_writes_the_merged_official_file(lora_run, tmp_path):
