@@ -136,12 +136,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rwkv_mm.cpu import tune_malloc
-    from rwkv_mm.recipe import dump_yaml, load_recipe
+    from rwkv_mm.recipe import default_run_dir, dump_yaml, load_recipe
     from rwkv_mm.training.run_dir import run_recipe
     from rwkv_mm.training.trainer import maybe_init_distributed
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_dir = Path(args.run_dir or Path("runs") / recipe.source.stem)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(recipe)
     rank0 = not maybe_init_distributed() or torch_rank() == 0
     if rank0:
         print(f"# recipe {recipe.source} (runner {recipe.runner}) → {run_dir}\n{dump_yaml(recipe)}")
@@ -242,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run a training recipe: rwkv-mm train RECIPE [key=value ...]")
     t.add_argument("recipe", help="a YAML path or a shipped recipe name (see `rwkv-mm ls`)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 backbone.n_layer=6")
-    t.add_argument("--run-dir", default=None, help="default: runs/<recipe name>; a fresh run needs an "
-                   "empty or new folder")
+    t.add_argument("--run-dir", default=None, help="default: runs/<recipe name>, e.g. runs/visual/stage1_tiny; "
+                   "a fresh run needs an empty or new folder")
     existing = t.add_mutually_exclusive_group()
     existing.add_argument("--resume", action="store_true",
                           help="continue from <run-dir>/checkpoints/last.pt (the config may change only "

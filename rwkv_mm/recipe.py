@@ -46,6 +46,16 @@ def recipes_root() -> Path:
     return shipped_path("recipes")
 
 
+def default_run_dir(recipe: Recipe) -> Path:
+    """Where `rwkv-mm train` writes without --run-dir: runs/<shipped name> for a shipped recipe
+    (runs/visual/stage1_tiny, which stage 2's `init_from` names), runs/<file stem> otherwise."""
+    try:
+        name = recipe.source.resolve().relative_to(recipes_root().resolve()).with_suffix("")
+    except ValueError:  # a recipe file of the user's own
+        name = Path(recipe.source.stem)
+    return Path("runs") / name
+
+
 def find_recipe(name: str | Path, root: Path | None = None) -> Path:
     """A recipe path: an existing file, or a name relative to the recipes folder (`.yaml` optional)."""
     path = Path(name)

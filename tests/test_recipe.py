@@ -262,3 +262,32 @@ def test_registry_rejects_bad_registrations():
     finally:
         unregister_runner("toy_twice")
     assert "toy_twice" not in {r.name for r in list_runners()}
+
+
+def test_default_run_dir_is_the_shipped_name_or_the_file_stem(tmp_path):
+    from rwkv_mm.recipe import default_run_dir
+
+    assert default_run_dir(load_recipe("visual/stage1_tiny")) == Path("runs/visual/stage1_tiny")
+    own = tmp_path / "mine.yaml"
+    own.write_text(find_recipe("music/abc_tiny").read_text())
+    assert default_run_dir(load_recipe(str(own))) == Path("runs/mine")
+
+
+def test_every_init_from_under_runs_names_what_a_shipped_recipe_or_the_quickstart_writes():
+    """stage 2 after stage 1, LoRA/state tuning after their base: `rwkv-mm train A` then
+    `rwkv-mm train B` works without --run-dir."""
+    import yaml
+
+    from rwkv_mm.recipe import default_run_dir, list_recipes
+
+    names = [name for name, _, _ in list_recipes()]
+    written = {default_run_dir(load_recipe(n)).as_posix() for n in names}
+    quickstart = {f"runs/quickstart/{Path(n).name}" for n in names}
+    checked = 0
+    for name in names:
+        init_from = yaml.safe_load(find_recipe(name).read_text()).get("init_from")
+        if isinstance(init_from, str) and init_from.startswith("runs/"):
+            run = Path(init_from).parent if Path(init_from).suffix or init_from.endswith("/model") else Path(init_from)
+            assert run.as_posix() in written | quickstart, f"{name}: init_from {init_from} is written by no recipe"
+            checked += 1
+    assert checked >= 5

@@ -2,7 +2,7 @@
 
     rwkv-mm audio stats audio/audioset_t [key=value ...] [--max-clips N] [--out stats.json]
     rwkv-mm audio stats path/to/folder_of_clips --out stats.json
-    rwkv-mm audio average --run-dir runs/audioset_t --last 5 [--out model_avg.pt]
+    rwkv-mm audio average --run-dir runs/audio/audioset_t --last 5 [--out model_avg.pt]
     rwkv-mm audio average a.pt b.pt c.pt --out avg.pt
     rwkv-mm audio tag clip.wav [more.flac ...] --checkpoint runs/x/model.pt [--top-k 5]
     rwkv-mm audio synth --out runs/data/audio_synth [--n-train 1000 --n-eval 250 --seed 0]
