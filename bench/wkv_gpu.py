@@ -24,7 +24,9 @@ Before timing, the outputs of fla and chunked are checked against ours at the sm
 (relative RMS difference printed): a mismatch means the comparison is not like for like.
 
 GPU session (offline machine with a CUDA torch preinstalled; carry the git-ignored .whl/ folder
-with fla-core, einops and ninja), from the repository root:
+with fla-core, einops and ninja), from the repository root. All of issue 18's session in one
+command: ``bash bench/gpu_session.sh`` (its header lists the wheels to carry, the steps and their
+time boxes; results under $OUT). Step by step:
 
     pip install --no-deps --no-build-isolation -e . .whl/fla_core-*.whl .whl/einops-*.whl .whl/ninja-*.whl
     export CUDA_HOME=/usr/local/cuda                                   # if torch guesses wrong
