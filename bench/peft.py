@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from train_memory import MALLOC_ENV, MIB, planner_estimate  # bench/ is this script's folder
+from train_memory import MALLOC_ENV, MIB, add_shape_arguments, planner_estimate, publish  # bench/ is this script's folder
 
 # this file is bench/peft.py: with its folder first on sys.path, `import peft` would find it
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -194,11 +194,7 @@ def main() -> None:
     p.add_argument("--segment-len", type=int, default=1024)
     p.add_argument("--whole-seq", type=int, default=4096, help="longest T also run whole (memory)")
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--embd", type=int, default=768)
-    p.add_argument("--vocab", type=int, default=65536)
-    p.add_argument("--head-size", type=int, default=64)
+    add_shape_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="also write the report (markdown) here")
     p.add_argument("--child", dest="measure", choices=("memory", "time"), help=argparse.SUPPRESS)
     p.add_argument("--mode", choices=sorted(MODES), help=argparse.SUPPRESS)
@@ -208,12 +204,7 @@ def main() -> None:
     if args.measure:
         run_child(args)
         return
-    text = report(args)
-    print(text)
-    if args.out:
-        from rwkv_mm.backbone import atomic_write
-
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    publish(report(args), args.out)
 
 
 if __name__ == "__main__":

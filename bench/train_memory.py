@@ -195,17 +195,31 @@ def table(args: argparse.Namespace) -> str:
         "", legend, "", header, *rows, ""])
 
 
+def add_shape_arguments(p: argparse.ArgumentParser) -> None:
+    """The model's shape and the thread count (shared with bench/peft.py): Finch L12 D768 V65536."""
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--embd", type=int, default=768)
+    p.add_argument("--vocab", type=int, default=65536)
+    p.add_argument("--head-size", type=int, default=64)
+
+
+def publish(text: str, out: Path | None) -> None:
+    """Print the report and, with `out`, write it there atomically."""
+    print(text)
+    if out:
+        from rwkv_mm.backbone import atomic_write
+
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seq", type=int, nargs="+", default=[1024, 2048, 4096])
     p.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["a", "b", "c"])
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--embd", type=int, default=768)
-    p.add_argument("--vocab", type=int, default=65536)
-    p.add_argument("--head-size", type=int, default=64)
+    add_shape_arguments(p)
     p.add_argument("--loss-chunk", type=int, default=1024)
     p.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     p.add_argument("--child", dest="measure", choices=("memory", "time"), help=argparse.SUPPRESS)
@@ -217,12 +231,7 @@ def main() -> None:
         return
     if args.paths[0] != "a":
         args.paths = ["a", *[x for x in args.paths if x != "a"]]  # the reference row comes first
-    text = table(args)
-    print(text)
-    if args.out:
-        from rwkv_mm.backbone import atomic_write
-
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    publish(table(args), args.out)
 
 
 if __name__ == "__main__":
