@@ -13,12 +13,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from ..init import channel_ratio, init_channel_mix_
+from ..init import channel_ratio, init_channel_mix_, init_norms_and_matrices_
 
 _ZERO_MATRICES = ("att.output", "ffn.value", "ffn.receptance")
 _SMALL_MATRICES = ("att.key",)
@@ -69,20 +67,4 @@ def init_goldfinch_(model: nn.Module, emb_scale: float = 1e-4) -> None:
     for block in model.blocks:
         init_goldfinch_time_mix_(block.att, L)
         init_channel_mix_(block.ffn, L)
-    for name, module in model.named_modules():
-        if isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-            if name.endswith("att.ln_x"):
-                layer = int(name.split(".")[1])
-                module.weight.fill_(((layer + 1) / L) ** 0.7)
-        elif isinstance(module, nn.Embedding):
-            nn.init.uniform_(module.weight, -emb_scale, emb_scale)
-        elif isinstance(module, nn.Linear):
-            out_f, in_f = module.weight.shape
-            if name == "head":
-                nn.init.orthogonal_(module.weight, gain=0.5 * math.sqrt(out_f / in_f) if out_f > in_f else 0.5)
-            elif name.endswith(_ZERO_MATRICES):
-                nn.init.zeros_(module.weight)
-            else:
-                nn.init.orthogonal_(module.weight, gain=0.1 if name.endswith(_SMALL_MATRICES) else 1.0)
+    init_norms_and_matrices_(model, zero=_ZERO_MATRICES, small=_SMALL_MATRICES, emb_scale=emb_scale)

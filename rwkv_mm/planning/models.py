@@ -23,9 +23,7 @@ from torch import nn
 from rwkv_mm.backbone import (RWKVConfig, build_backbone, config_from_dict, config_from_state_dict,
                               read_state_dict)
 from rwkv_mm.errors import UserError
-from rwkv_mm.training.freezing import apply_freezing
-from rwkv_mm.training.peft_tuning import train_config_with_adapters
-from rwkv_mm.training.state_tuning import prepare_state_tuning
+from rwkv_mm.training.freezing import set_trainable
 
 from .memory import HeadSpec
 
@@ -83,14 +81,11 @@ def _lm_head(model: nn.Module, rows: int, l2wrap: bool) -> HeadSpec:
 
 
 def _freeze(model: nn.Module, train) -> None:
-    """What trains, as the Trainer decides it: state tuning's initial states, train.peft's
-    adapters (injected on the meta device; PiSSA planned as the LoRA it trains), the recipe's
-    freeze/train_only patterns."""
-    train = prepare_state_tuning(model, train)
-    if train.peft is not None and train.peft.method == "pissa":  # no SVD of meta tensors: same shapes as LoRA
+    """What trains, as the Trainer decides it (`set_trainable`), with PiSSA planned as the LoRA it
+    trains (no SVD of meta tensors: the same shapes)."""
+    if train.peft is not None and train.peft.method == "pissa":
         train = dataclasses.replace(train, peft=dataclasses.replace(train.peft, method="lora"))
-    train = train_config_with_adapters(model, train)
-    apply_freezing(model, train.freeze, train.train_only)
+    set_trainable(model, train)
 
 
 def plan_language_model(cfg: Any, note: str = "") -> PlanModel:

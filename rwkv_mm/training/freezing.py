@@ -34,6 +34,19 @@ def apply_freezing(model: nn.Module, freeze: Sequence[str], train_only: Sequence
     return counts
 
 
+def set_trainable(model: nn.Module, train: TrainConfig) -> dict[str, int]:
+    """What trains, as every stage decides it (the Trainer; `rwkv-mm plan` on the meta device):
+    `train.state_tuning` gives the model its initial states and `train.peft` its adapters, each
+    limiting training to itself, then the freeze/train_only patterns set requires_grad.
+    Returns `apply_freezing`'s counts."""
+    from .peft_tuning import train_config_with_adapters
+    from .state_tuning import prepare_state_tuning
+
+    train = prepare_state_tuning(model, train)  # the initial states train, no weight
+    train = train_config_with_adapters(model, train)  # adapters in; only they (+ kept modules) train
+    return apply_freezing(model, train.freeze, train.train_only)
+
+
 def with_stage_rules(train: TrainConfig, freeze: Sequence[str] = (), train_only: Sequence[str] = (),
                      what: str = "this stage") -> TrainConfig:
     """`train` with a stage's own freezing merged in: its `freeze` patterns added to the recipe's,

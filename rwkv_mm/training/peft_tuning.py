@@ -9,8 +9,8 @@ activation checkpointing work unchanged; the parameter names gain `.base_layer.`
 same way). The kept modules are NOT wrapped in peft's ModulesToSaveWrapper (that would rename
 them): they simply stay trainable, and `adapter_files` saves them in peft's key format.
 
-Where it hooks in: `Trainer.__init__` calls `train_config_with_adapters` (adapters in, the
-trainable set = adapters + kept modules); `run_stage` rebuilds with `with_adapters` under FSDP
+Where it hooks in: `Trainer.__init__` (through `freezing.set_trainable`) calls
+`train_config_with_adapters` (adapters in, the trainable set = adapters + kept modules); `run_stage` rebuilds with `with_adapters` under FSDP
 and calls `export_adapters` (the adapter folder written, then the adapters merged into the
 weights, so each runner's export writes plain official-layout weights).
 """

@@ -3,9 +3,9 @@ language model's learned initial state — per layer the WKV state [H, N, N] and
 `train.state_tuning_shift`, the two token-shift vectors [D] — the only thing that trains (beside
 what `train.train_only` names, e.g. VisualRWKV's projector).
 
-The trainer calls `prepare_state_tuning` before it applies the freezing, so every runner gets it:
-the states are parameters of the blocks (`blocks.{i}.att.time_state`, ...), so they are sharded
-with their block under FSDP, synchronised by DDP, saved in the training checkpoint and resumed;
+The trainer calls `prepare_state_tuning` (in `freezing.set_trainable`) before the freezing, so
+every runner gets it: the states are parameters of the blocks (`blocks.{i}.att.time_state`,
+...), so they are sharded with their block under FSDP, synchronised by DDP, saved in the training checkpoint and resumed;
 AdamW trains them without weight decay (they are neither matrices nor decay parameters, see
 `rwkv_mm.backbone.param_groups`). The exported model file carries them in the layout BlinkDL's
 runtime reads, and `write_state_file` writes them alone (`state.pth`) beside it.

@@ -31,18 +31,16 @@ from .data_loading import BatchStream, check_workers, eval_batches, train_tasks
 from .data_order import DataPosition, EpochOrder
 from .distributed import (all_reduce_sum, full_model_state, full_optimizer_state, load_full_states,
                           maybe_init_distributed, rank_and_world, wrap_model)
-from .freezing import apply_freezing
+from .freezing import apply_freezing, set_trainable
 from .l2wrap import l2wrap
 from .lm_head_loss import head_loss_options, lm_loss
 from .loggers import RunLoggers, StepMeter
 from .nonfinite import check_finite_weights, nonfinite_step
 from .notices import warn
-from .peft_tuning import train_config_with_adapters
 from .plot import plot_metrics
 from .run_dir import confirm_resumed
 from .schedule import lr_at
 from .segments import grad_sync, segment_backward
-from .state_tuning import prepare_state_tuning
 from .step_logs import append_record, reset_step_logs, truncate_step_logs
 
 __all__ = ["IGNORE_INDEX", "Batch", "LossFn", "lm_loss", "Trainer", "apply_freezing",
@@ -90,9 +88,7 @@ class Trainer:
                             where="train.batch_size", fix="change train.batch_size or train.micro_batch_size")
         self.micro_batch = micro
         self.model = model.to(self.device)
-        cfg = prepare_state_tuning(model, cfg)  # train.state_tuning: the initial states train, no weight
-        cfg = train_config_with_adapters(model, cfg)  # train.peft: adapters in; only they (+ kept modules) train
-        self.param_counts = apply_freezing(model, cfg.freeze, cfg.train_only)
+        self.param_counts = set_trainable(model, cfg)  # state tuning, adapters, freeze patterns
         if self.param_counts["trainable"] == 0:
             raise UserError("nothing to train: every parameter is frozen",
                             where="train.freeze/train.train_only", fix="check the patterns")

@@ -9,21 +9,18 @@ import torch
 from rwkv_mm.backbone import build_backbone
 from rwkv_mm.planning import estimate
 from rwkv_mm.recipe import load_recipe
-from rwkv_mm.training.peft_tuning import train_config_with_adapters
-from rwkv_mm.training.state_tuning import prepare_state_tuning
 
 TINY = ["init_from=null", "backbone.n_layer=2", "backbone.n_embd=64", "backbone.head_size=16"]
 
 
-def _trainable_as_the_trainer_sees_it(recipe) -> tuple[int, int]:
-    from rwkv_mm.training.freezing import apply_freezing
+def _trainable_as_the_trainer_sees_it(recipe, run_dir) -> tuple[int, int]:
+    """Parameter counts of the model the Trainer itself trains (a real model, not the meta one)."""
+    from rwkv_mm.training.trainer import Trainer
 
-    cfg = recipe.config
-    model = build_backbone(cfg.backbone)
-    train = prepare_state_tuning(model, cfg.train)
-    train = train_config_with_adapters(model, train)
-    apply_freezing(model, train.freeze, train.train_only)
-    params = list(model.parameters())
+    model = build_backbone(recipe.config.backbone)
+    sample = {"input_ids": torch.zeros(8, dtype=torch.long), "targets": torch.zeros(8, dtype=torch.long)}
+    trainer = Trainer(model, recipe.config.train, run_dir, [sample], lambda b: b[0], device="cpu")
+    params = list(trainer.model.parameters())
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
@@ -33,7 +30,8 @@ def _trainable_as_the_trainer_sees_it(recipe) -> tuple[int, int]:
 def test_plan_counts_what_the_trainer_trains(tmp_path, monkeypatch, overrides):
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
-    total, trainable = _trainable_as_the_trainer_sees_it(load_recipe("music/abc_tiny", [*TINY, *overrides]))
+    total, trainable = _trainable_as_the_trainer_sees_it(load_recipe("music/abc_tiny", [*TINY, *overrides]),
+                                                         tmp_path / "run")
     plan = estimate(load_recipe("music/abc_tiny", [*TINY, *overrides]), device="cpu")
     assert (plan.params.total, plan.params.trainable) == (total, trainable)
     if overrides:
