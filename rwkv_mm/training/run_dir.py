@@ -219,8 +219,18 @@ class RunFolder:
         try:
             if exc_type is None:
                 self.write_pending_config()  # a runner that never loaded a checkpoint finished
+            elif not self.resume:
+                self._forget_unstarted_run()
         finally:
             self.lock.release()
+
+    def _forget_unstarted_run(self) -> None:
+        """A fresh run that failed before writing anything but its config.yaml (a missing init_from,
+        a bad data file): remove that config.yaml, so that the same command, corrected, starts
+        again instead of finding the folder taken."""
+        entries = {p.name for p in self.run_dir.iterdir()} - {LOCK_NAME} if self.run_dir.is_dir() else set()
+        if entries == {CONFIG_NAME}:
+            (self.run_dir / CONFIG_NAME).unlink()
 
     def write_pending_config(self) -> None:
         """Write a resumed run's new config.yaml (once)."""

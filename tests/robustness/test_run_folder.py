@@ -181,3 +181,19 @@ def test_the_quickstart_runs_twice_but_refuses_foreign_files(toy_recipe, tmp_pat
     before = tree_snapshot(out)
     assert_user_error(run_cli("quickstart", "--out", str(out)), "thesis.txt", str(out / "toy.yaml"))
     assert tree_snapshot(out) == before
+
+
+def test_a_fresh_run_that_fails_before_starting_can_be_run_again(tmp_path):
+    """A missing init_from stops the run before it wrote anything but config.yaml: the corrected
+    (here: the same) command is not refused as a taken folder, and nothing else is removed."""
+    run = tmp_path / "run"
+    for _ in range(2):
+        result = run_cli("train", "music/abc_tiny", "init_from=nope.pth", "--run-dir", str(run), cwd=tmp_path)
+        assert_user_error(result, "nope.pth")
+        assert "not empty" not in result.err
+        assert not (run / "config.yaml").exists()
+    (run / "notes.txt").write_text("mine")  # a folder holding a user's file is refused, untouched
+    before = tree_snapshot(run)
+    assert_user_error(run_cli("train", "music/abc_tiny", "init_from=nope.pth", "--run-dir", str(run), cwd=tmp_path),
+                      "not empty")
+    assert tree_snapshot(run) == before
